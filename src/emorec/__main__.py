@@ -1,0 +1,5 @@
+import sys
+
+from emorec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,276 @@
+"""The one configuration object that drives every stage.
+
+Defaults < profile (TRAIN_MODE) < YAML file < command-line ``--set KEY=VALUE``.
+Keys are case-insensitive, so the original design's names (``ACTIVE_CLASSES``,
+``IMG_SIZE``, ``TRAIN_MODE`` ...) work in YAML and on the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from emorec.errors import EmorecError
+
+DEFAULT_CLASSES = ["angry", "fear", "happy", "sad", "surprise"]
+FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What TRAIN_MODE switches: run length, learning rates, fine-tuning depth."""
+
+    epochs_stage1: int
+    epochs_stage2: int
+    lr_stage1: float
+    lr_stage2: float
+    finetune_layers: int  # last N backbone blocks unfrozen in stage 2 (-1: all)
+    patience: int
+    max_train_per_class: int | None  # cap on train images per class (None: all)
+    max_eval_per_class: int | None  # cap on val images per class
+
+
+PROFILES: dict[str, Profile] = {
+    # Minutes on 2 CPU cores: checks that the pipeline runs and learns.
+    "FAST_DEBUG": Profile(1, 1, 3e-3, 1e-3, 4, 1, 300, 100),
+    # Tens of minutes on CPU: a usable model for development.
+    "DEV_TRAIN": Profile(3, 6, 2e-3, 5e-4, 8, 3, 2000, None),
+    # Hours on CPU (or minutes on a GPU): the shipped model.
+    "FULL_TRAIN": Profile(5, 40, 2e-3, 3e-4, -1, 8, None, None),
+}
+
+
+@dataclass
+class Config:
+    # --- paths (relative paths are relative to the working directory) ---
+    data_dir: Path = Path("data_split")
+    models_dir: Path = Path("models")
+    reports_dir: Path = Path("reports")
+    cache_dir: Path = Path(".cache/emorec")
+    weights_dir: Path | None = None  # ImageNet .pth files; also $EMOREC_WEIGHTS_DIR
+
+    # --- data ---
+    active_classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    sources: list[str] = field(default_factory=list)  # folders, zips, kaggle:owner/name
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    keep_source_splits: bool = True  # reuse a source's own test/val split when it has one
+    near_dup_bits: int = 0  # max Hamming distance of 64-bit average hashes counted as near duplicates
+
+    # --- model ---
+    backbone: str = "mobilenet_v2"
+    img_size: int = 112  # FER faces are 48 px: larger costs time for little gain on CPU
+    grayscale: bool = True
+    dropout: float = 0.2
+
+    # --- input pipeline ---
+    batch_size: int = 64
+    balanced_sampling: bool = True
+    use_class_weights: bool = True
+    num_threads: int = 0  # torch intra-op threads for training (0: library default)
+
+    # --- image-level augmentation ---
+    use_aug: bool = True
+    aug_rot: float = 15.0  # degrees
+    aug_zoom: float = 0.15  # +- relative scale
+    aug_trans: float = 0.1  # +- fraction of the image
+    aug_flip: bool = True
+    color_jitter: float = 0.3  # brightness/contrast strength
+    aug_blur: float = 0.3  # probability of a down-up resize blur (low-resolution cameras)
+
+    # --- batch-level augmentation ---
+    use_mixup_stage1: bool = False
+    use_mixup_stage2: bool = True
+    mixup_alpha: float = 0.2
+    cutmix_alpha: float = 1.0
+    cutmix_prob: float = 0.5  # share of mixed batches that use CutMix instead of MixUp
+
+    # --- loss ---
+    use_focal: bool = False
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.1
+
+    # --- optimisation ---
+    lr_schedule: str = "cosine"  # cosine | plateau
+    weight_decay: float = 1e-4
+    monitor: str = "val_macro_f1"  # val_macro_f1 | val_acc | val_loss
+
+    # --- profile (None: taken from TRAIN_MODE) ---
+    train_mode: str = "DEV_TRAIN"
+    epochs_stage1: int | None = None
+    epochs_stage2: int | None = None
+    lr_stage1: float | None = None
+    lr_stage2: float | None = None
+    finetune_layers: int | None = None
+    patience: int | None = None
+    max_train_per_class: int | None = None
+    max_eval_per_class: int | None = None
+
+    seed: int = 42
+
+    # --- evaluation ---
+    tta_flip: bool = False
+
+    # --- inference ---
+    model_path: Path | None = None  # None: models/best_model.onnx, else the shipped model
+    detector: str = "yunet"  # yunet | haar | none
+    yunet_path: Path | None = None  # also $EMOREC_YUNET
+    det_score_threshold: float = 0.6
+    face_margin: float = 0.15  # box grown by this fraction per side, then squared: FER-like crops
+    min_face_size: int = 20  # px; smaller detections are ignored
+    ort_threads: int = 1
+
+    # ------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.resolve()
+
+    @property
+    def profile(self) -> Profile:
+        return PROFILES[self.train_mode]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.active_classes)
+
+    @property
+    def in_chans(self) -> int:
+        return 1 if self.grayscale else 3
+
+    def resolve(self) -> "Config":
+        """Validate and fill profile-driven fields left as None."""
+        self.train_mode = str(self.train_mode).upper()
+        if self.train_mode not in PROFILES:
+            raise EmorecError(f"unknown TRAIN_MODE {self.train_mode!r}; choose one of {', '.join(PROFILES)}")
+        for f in fields(Profile):
+            if getattr(self, f.name) is None:
+                setattr(self, f.name, getattr(self.profile, f.name))
+        classes = [str(c).strip().lower() for c in self.active_classes]
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise EmorecError(f"ACTIVE_CLASSES needs at least two distinct names, got {self.active_classes!r}")
+        self.active_classes = classes
+        if self.lr_schedule not in ("cosine", "plateau"):
+            raise EmorecError(f"LR_SCHEDULE must be 'cosine' or 'plateau', got {self.lr_schedule!r}")
+        if self.detector not in ("yunet", "haar", "none"):
+            raise EmorecError(f"DETECTOR must be yunet, haar or none, got {self.detector!r}")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
+            raise EmorecError("VAL_FRACTION and TEST_FRACTION must be in [0, 1) and sum to less than 1")
+        if self.img_size < 32:
+            raise EmorecError(f"IMG_SIZE must be at least 32, got {self.img_size}")
+        return self
+
+    # --- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = str(v) if isinstance(v, Path) else v
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        return cls()._updated(data)
+
+    def _updated(self, data: dict[str, Any]) -> "Config":
+        known = {f.name: f for f in fields(self)}
+        values = dataclasses.asdict(self)
+        for key, raw in data.items():
+            name = str(key).strip().lower()
+            if name not in known:
+                raise EmorecError(f"unknown config key {key!r}")
+            values[name] = _coerce(name, raw)
+        # Profile-driven fields stay None unless set, so a new TRAIN_MODE takes effect.
+        for f in fields(Profile):
+            if f.name not in {str(k).lower() for k in data} and getattr(self, f.name) == getattr(self.profile, f.name):
+                values[f.name] = None
+        return Config(**values)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Config":
+        return self._updated(overrides)
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn YAML/CLI values into the field's type; one clear line when impossible."""
+    hints = typing.get_type_hints(Config)
+    tp = hints[name]
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    if optional:
+        tp = next(a for a in args if a is not type(None))
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise EmorecError(f"config key {name.upper()} cannot be empty")
+    try:
+        origin = typing.get_origin(tp)
+        if origin is list:
+            if isinstance(raw, str):
+                raw = [s for s in raw.replace(",", " ").split() if s]
+            return [str(x) for x in raw]
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            s = str(raw).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if tp is Path:
+            return Path(str(raw)).expanduser()
+        if tp in (int, float, str):
+            if tp is int and isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(raw)
+            return tp(raw)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return raw
+    raise EmorecError(f"config key {name.upper()}: cannot use {raw!r} as {getattr(tp, '__name__', tp)}")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["img_size=96", "ACTIVE_CLASSES=angry,happy"]`` -> dict."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise EmorecError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Build the config: defaults, then a YAML file, then overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise EmorecError(f"config file not found: {path}")
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise EmorecError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise EmorecError(f"config file {path} must hold a mapping of KEY: value")
+        cfg = cfg._updated(data)
+    if overrides:
+        cfg = cfg._updated(overrides)
+    return cfg
+
+
+def config_json(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=2)

@@ -1,0 +1,90 @@
+"""Robust image reading shared by data preparation, training and inference.
+
+Every failure becomes one ``EmorecError`` line: missing path, directory, empty or
+non-image file, truncated data, decompression bombs. Odd but valid images (EXIF
+rotation, 16-bit, CMYK, palette, alpha) are normalised to 8-bit RGB.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from emorec.errors import EmorecError
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
+
+MAX_PIXELS = 50_000_000  # below Pillow's own bomb limit (89 M); 50 MP covers modern phones
+MIN_SIDE = 8
+
+
+def _open(src: ImageSource, name: str) -> Image.Image:
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if path.is_dir():
+            raise EmorecError(f"{name}: is a directory, expected an image file")
+        if not path.exists():
+            raise EmorecError(f"{name}: no such file")
+        if path.stat().st_size == 0:
+            raise EmorecError(f"{name}: empty file (0 bytes)")
+        data = path.read_bytes()
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        if not data:
+            raise EmorecError(f"{name}: empty file (0 bytes)")
+    else:
+        data = src.read()
+        if not data:
+            raise EmorecError(f"{name}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise EmorecError(f"{name}: image too large ({w}x{h} = {w * h:,} pixels, limit {MAX_PIXELS:,})")
+            img.load()
+    except EmorecError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise EmorecError(f"{name}: image too large (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise EmorecError(f"{name}: not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise EmorecError(f"{name}: corrupt or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(src: ImageSource, name: str | None = None) -> np.ndarray:
+    """Any image source -> upright 8-bit RGB array (H, W, 3)."""
+    if name is None:
+        name = str(src) if isinstance(src, (str, os.PathLike)) else "image"
+    img = _open(src, name)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF must not cost the picture
+        pass
+    img = _to_rgb(img)
+    if min(img.size) < MIN_SIDE:
+        raise EmorecError(f"{name}: image too small ({img.size[0]}x{img.size[1]}, need at least {MIN_SIDE} px per side)")
+    return np.asarray(img, dtype=np.uint8).copy()

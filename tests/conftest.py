@@ -1,0 +1,97 @@
+"""Shared fixtures. Real data lives in ../shared (or $EMOREC_SHARED); tests that need it
+skip with a clear reason when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EMOREC_SHARED", ROOT.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data not found: {p} (set EMOREC_SHARED)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    return shared_path("images")
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    return shared_path("weights")
+
+
+@pytest.fixture(scope="session")
+def yunet_path() -> Path:
+    return shared_path("weights", "face_detection_yunet_2026may.onnx")
+
+
+@pytest.fixture(scope="session")
+def fer2013_zip() -> Path:
+    return shared_path("datasets", "fer2013.zip")
+
+
+@pytest.fixture(scope="session")
+def ferplus_zip() -> Path:
+    return shared_path("datasets", "ferplus.zip")
+
+
+def make_tiny_onnx(path: Path, classes: list[str], img_size: int = 48, grayscale: bool = True) -> Path:
+    """A real (untrained) ONNX classifier with emorec metadata, built without torch:
+    mean pixel of each channel -> linear layer. Logits depend on the input, so tests can
+    tell bright from dark images apart."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from emorec.inference.types import META_KEY, ModelInfo
+
+    c, k = (1 if grayscale else 3), len(classes)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(c, k)).astype(np.float32) * 4
+    b = np.linspace(-0.5, 0.5, k).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("Gemm", ["flat", "W", "B"], ["logits"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, img_size, img_size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])],
+        [helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.flatten()),
+         helper.make_tensor("B", TensorProto.FLOAT, b.shape, b)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    info = ModelInfo(classes=list(classes), img_size=img_size, grayscale=grayscale, backbone="tiny", version="test")
+    helper.set_model_props(model, {META_KEY: info.to_json()})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """5-class default-classes tiny model."""
+    from emorec.config import DEFAULT_CLASSES
+
+    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx", DEFAULT_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx7(tmp_path_factory) -> Path:
+    from emorec.config import FER_CLASSES
+
+    return make_tiny_onnx(tmp_path_factory.mktemp("model7") / "tiny7.onnx", FER_CLASSES)
