@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._process_entry = argv is None  # called as a program, not from Python code
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2

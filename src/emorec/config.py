@@ -36,7 +36,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # Minutes on 2 CPU cores: checks that the pipeline runs and learns.
-    "FAST_DEBUG": Profile(1, 1, 3e-3, 1e-3, 4, 1, 300, 100),
+    "FAST_DEBUG": Profile(2, 1, 3e-3, 3e-4, 4, 2, 300, 100),
     # Tens of minutes on CPU: a usable model for development.
     "DEV_TRAIN": Profile(3, 6, 2e-3, 5e-4, 8, 3, 2000, None),
     # Hours on CPU (or minutes on a GPU): the shipped model.
@@ -122,6 +122,7 @@ class Config:
     det_score_threshold: float = 0.6
     face_margin: float = 0.15  # box grown by this fraction per side, then squared: FER-like crops
     min_face_size: int = 20  # px; smaller detections are ignored
+    det_max_side: int = 320  # photos are shrunk to this longest side for face detection (speed)
     ort_threads: int = 1
 
     # ------------------------------------------------------------------

@@ -1,14 +1,38 @@
-"""`emorec export` (not implemented yet)."""
+"""`emorec export`: checkpoint -> ONNX fp32 + int8 with a parity check."""
 from __future__ import annotations
 
-from emorec.cli import add_config_arguments
+from pathlib import Path
+
+from emorec.cli import add_config_arguments, config_from_args
 
 
 def add_arguments(p) -> None:
     add_config_arguments(p)
+    p.add_argument("--checkpoint", help="trained checkpoint (default: MODELS_DIR/best_model.pt)")
+    p.add_argument("--out", help="ONNX path (default: checkpoint with .onnx)")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
+    p.add_argument("--data-dir", help="split used for calibration and parity (default: the checkpoint's)")
+    p.add_argument("--metrics", help="metrics.json to embed (default: REPORTS_DIR/metrics.json if present)")
 
 
 def run(args) -> int:
-    from emorec.errors import EmorecError
+    cfg = config_from_args(args)
+    from emorec.errors import require
 
-    raise EmorecError("'export' is not implemented yet")
+    require("torch", "train")
+    require("onnx", "train")
+    from emorec.export import export
+
+    ckpt = Path(args.checkpoint) if args.checkpoint else Path(cfg.models_dir) / "best_model.pt"
+    metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
+    r = export(ckpt, Path(args.out) if args.out else None, int8=not args.no_int8,
+               data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics)
+    par = r["parity"]
+    print(f"wrote {r['onnx']} ({r['size_mb']} MB)")
+    print(f"parity on {par['images']} test faces: max |dprob| {par['max_abs_prob_diff']:.2e}, "
+          f"top-1 agreement {par['top1_agreement']:.2%}, accuracy torch {par['acc_torch']:.4f} / onnx {par['acc_onnx_fp32']:.4f}")
+    if "int8" in r:
+        q = r["int8"]
+        print(f"wrote {q['onnx']} ({q['size_mb']} MB): accuracy {q['acc_int8']:.4f} "
+              f"(drop {q['acc_drop_vs_fp32']:+.4f} vs fp32), top-1 agreement {q['top1_agreement_vs_fp32']:.2%}")
+    return 0

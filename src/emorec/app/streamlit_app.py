@@ -1,0 +1,273 @@
+"""The Streamlit app: emotions of the faces in a photo or webcam shot, and an emotion quiz
+(player against model) on the test split.
+
+    emorec app [--model M]                      # or:
+    streamlit run app_streamlit.py [-- --model M --quiz-dir D]
+
+Runs on the ONNX predictor only (no torch). The model and the quiz images are loaded
+once per server, not on every rerun of this script.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from emorec.app.drawing import draw_faces, enlarge, prob_rows
+from emorec.app.quiz import QuizItem, QuizState, find_quiz_items
+from emorec.app.settings import AppSettings, parse_script_args
+from emorec.errors import EmorecError
+from emorec.imageio import read_image
+from emorec.inference.detect import make_detector
+from emorec.inference.predictor import Predictor, default_model_path
+from emorec.inference.types import Face
+from emorec.preprocess import crop_face
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
+DETECTORS = ["yunet", "haar"]
+QUIZ_PER_CLASS = 200  # a seeded sample of the test split: plenty of rounds, quick start
+MODES = ["Predict", "Emotion quiz"]
+
+MODEL_HELP = """**No model to run yet.** Prepare data, train and export one, then reload this page:
+
+```
+emorec data prepare --set SOURCES=../shared/datasets/fer2013.zip   # -> data_split/
+emorec train --profile DEV_TRAIN                                   # -> models/best_model.pt
+emorec export                                                      # -> models/best_model.onnx
+```
+
+Or start the app on a model you have: `emorec app --model path/to/model.onnx`
+(or set `EMOREC_MODEL`)."""
+
+SPLIT_HELP = """The quiz shows face images from a test split laid out as `<folder>/<class>/*.jpg`
+(the folder name is the true emotion). Create one with
+
+```
+emorec data prepare --set SOURCES=../shared/datasets/fer2013.zip   # -> data_split/test/<class>/
+```
+
+or point the quiz at another folder in the sidebar (or with `--quiz-dir` / `EMOREC_QUIZ_DIR`)."""
+
+
+# --- loading (once per server) -----------------------------------------------------------
+
+@st.cache_resource(show_spinner="Loading the model...")
+def load_model(path: str, threads: int) -> Predictor:
+    # The classifier alone; detectors are attached per sidebar choice, so changing the
+    # detector or its threshold never reloads the model.
+    return Predictor.from_path(path, detector="none", threads=threads)
+
+
+@st.cache_resource(show_spinner="Loading the face detector...", max_entries=8)
+def load_detector(name: str, threshold: float, yunet_path: str | None, min_face_size: int, max_side: int):
+    return make_detector(name, model_path=yunet_path, score_threshold=threshold,
+                         min_face_size=min_face_size, max_side=max_side)
+
+
+@st.cache_data(show_spinner="Loading quiz images...")
+def load_quiz(quiz_dir: str, classes: tuple[str, ...], seed: int) -> tuple[list[QuizItem], list[np.ndarray], list[str]]:
+    """Quiz items with their decoded pixels; unreadable files are skipped and reported."""
+    items, images, skipped = [], [], []
+    for item in find_quiz_items(quiz_dir, classes, QUIZ_PER_CLASS, seed):
+        try:
+            images.append(read_image(item.path))
+            items.append(item)
+        except EmorecError as e:
+            skipped.append(str(e))
+    return items, images, skipped
+
+
+def with_detector(model: Predictor, name: str, detector) -> Predictor:
+    """The cached model with another detector: a shallow copy shares the ORT session."""
+    p = copy.copy(model)
+    p.detector, p.detector_name = detector, name
+    return p
+
+
+# --- sidebar -----------------------------------------------------------------------------
+
+def sidebar_controls(settings: AppSettings) -> tuple[str, str, float]:
+    st.sidebar.title("emorec")
+    mode = st.sidebar.radio("Mode", MODES, key="mode")
+    st.sidebar.subheader("Face detection")
+    default = settings.cfg.detector if settings.cfg.detector in DETECTORS else "yunet"
+    detector = st.sidebar.selectbox("Detector", DETECTORS, index=DETECTORS.index(default), key="detector")
+    threshold = st.sidebar.slider("Detection threshold", 0.1, 0.99, float(settings.cfg.det_score_threshold),
+                                  0.01, key="threshold", disabled=detector != "yunet",
+                                  help="The score YuNet needs to call something a face; "
+                                       "Haar has no score.")
+    return mode, detector, threshold
+
+
+def sidebar_model(model: Predictor) -> None:
+    info = model.info
+    st.sidebar.subheader("Model")
+    st.sidebar.caption(f"`{model.model_path}`")
+    st.sidebar.markdown(f"**Classes ({len(info.classes)}):** {', '.join(info.classes)}  \n"
+                        f"**Version:** {info.version or 'unknown'}  \n"
+                        f"**Input:** {info.img_size} px, {'grayscale' if info.grayscale else 'RGB'}"
+                        f"{f' · {info.backbone}' if info.backbone else ''}")
+    if info.metrics:
+        st.sidebar.markdown("**Test metrics**")
+        st.sidebar.dataframe(pd.DataFrame({"metric": list(info.metrics),
+                                           "value": [str(v) for v in info.metrics.values()]}),
+                             hide_index=True)
+    else:
+        st.sidebar.caption("No test metrics stored in this model.")
+
+
+# --- predict mode ------------------------------------------------------------------------
+
+def probs_view(probs: dict[str, float], classes: list[str], key: str) -> None:
+    """Table and bar chart of all class probabilities, side by side."""
+    df = pd.DataFrame(prob_rows(probs, classes))
+    left, right = st.columns(2)
+    left.dataframe(df, hide_index=True, key=f"table_{key}",
+                   column_config={"probability": st.column_config.ProgressColumn(
+                       "probability", format="percent", min_value=0.0, max_value=1.0)})
+    right.bar_chart(df, x="emotion", y="probability", height=220, sort=False)
+
+
+def show_faces(img: np.ndarray, faces: list[Face], model: Predictor, name: str) -> None:
+    picture, results = st.columns([3, 2])
+    picture.image(draw_faces(img, faces), caption=f"{name}: {len(faces)} face(s)")
+    with results:
+        st.subheader(f"{len(faces)} face(s) found" if len(faces) != 1 else "1 face found")
+        for i, face in enumerate(faces, 1):
+            with st.container(border=True):
+                thumb, text = st.columns([1, 4])
+                thumb.image(enlarge(crop_face(img, face.box, model.info.face_margin), 96), width=72)
+                text.markdown(f"**Face {i}: {face.label}** ({face.confidence:.1%})")
+                probs_view(face.probs, model.classes, key=f"face{i}")
+
+
+def predict_page(model: Predictor, predictor: Predictor, settings: AppSettings) -> None:
+    st.header("What emotion is on each face?")
+    source = st.radio("Image source", ["Upload a photo", "Webcam snapshot"], horizontal=True, key="source")
+    if source == "Upload a photo":
+        upload = st.file_uploader(f"Photo ({', '.join(UPLOAD_TYPES)}; up to {settings.max_upload_mb} MB)",
+                                  type=UPLOAD_TYPES, max_upload_size=settings.max_upload_mb, key="upload")
+    else:
+        upload = st.camera_input("Take a snapshot", key="camera")
+    if upload is None:
+        st.info("Upload a photo or take a snapshot: every face found gets its emotion.")
+        return
+    data = upload.getvalue()
+    if len(data) > settings.max_upload_mb * 2**20:  # the browser enforces it too; a script client need not
+        st.error(f"{upload.name}: {len(data) / 2**20:.1f} MB is over the {settings.max_upload_mb} MB limit.")
+        return
+    try:
+        img = read_image(data, name=upload.name)
+    except EmorecError as e:
+        st.error(f"Cannot use this file: {e}")
+        return
+    faces = predictor.predict([img])[0]
+    if not faces:
+        st.warning(f"No face found in {upload.name} (detector: {predictor.detector_name}). Try the other "
+                   "detector or a lower threshold in the sidebar, or classify the whole image.")
+        if not st.toggle("Use the whole image as one face", key="whole_image"):
+            st.image(img, caption=upload.name)
+            return
+        faces = predictor.predict([img], detect=False)[0]
+    show_faces(img, faces, model, upload.name)
+
+
+# --- quiz mode ---------------------------------------------------------------------------
+
+def quiz_state(key: tuple, size: int, seed: int) -> QuizState:
+    """One deck and score per browser session; a new deck when the image set changes."""
+    if st.session_state.get("quiz_key") != key:
+        st.session_state.quiz = QuizState(size, seed=seed)
+        st.session_state.quiz_key = key
+    return st.session_state.quiz
+
+
+def submit_answer(state: QuizState, model: Predictor, item: QuizItem, img: np.ndarray, guess_key: str) -> None:
+    guess = st.session_state.get(guess_key)
+    if guess is None or state.answered:
+        return
+    face = model.predict([img], detect=False)[0][0]  # quiz images are face crops already
+    state.answer(guess, item.label, face.label, face.probs)
+
+
+def quiz_page(model: Predictor, settings: AppSettings) -> None:
+    st.header("Emotion quiz: you against the model")
+    quiz_dir = Path(st.sidebar.text_input("Quiz images (a folder of <class>/ folders)",
+                                          value=str(settings.quiz_dir), key="quiz_dir"))
+    classes = model.classes
+    items, images, skipped = load_quiz(str(quiz_dir), tuple(classes), settings.cfg.seed)
+    if skipped:
+        st.caption(f"{len(skipped)} unreadable image(s) left out, e.g. {skipped[0]}")
+    if not items:
+        where = "does not exist" if not quiz_dir.is_dir() else f"has no images in folders named {', '.join(classes)}"
+        st.warning(f"No quiz images: {quiz_dir} {where}.")
+        st.markdown(SPLIT_HELP)
+        return
+    state = quiz_state((str(quiz_dir.resolve()), tuple(classes), len(items)), len(items), settings.cfg.seed)
+    score = st.columns(3)
+    score[0].metric("Rounds", state.rounds)
+    score[1].metric("You", f"{state.player} / {state.rounds}")
+    score[2].metric("Model", f"{state.model} / {state.rounds}")
+
+    item, img = items[state.current], images[state.current]
+    picture, answer = st.columns([1, 2])
+    seen = state.pos + 1
+    picture.image(enlarge(img, 240), caption=f"Image {seen} of {len(items)}"
+                  + (f" (round {state.deck_no + 1} through the set)" if state.deck_no else ""))
+    with answer:
+        guess_key = f"guess_{state.deck_no}_{state.pos}"  # a fresh, unanswered radio per image
+        guess = st.radio("Which emotion is this?", classes, index=None, key=guess_key,
+                         horizontal=True, disabled=state.answered)
+        st.button("Submit", key="quiz_submit", type="primary", disabled=state.answered or guess is None,
+                  on_click=submit_answer, args=(state, model, item, img, guess_key))
+        if state.result is not None:
+            r = state.result
+            st.markdown(f"The face shows **{r.truth}**.")
+            (st.success if r.player_right else st.error)(
+                f"You: {r.guess} — {'right' if r.player_right else 'wrong'}.")
+            (st.success if r.model_right else st.error)(
+                f"Model: {r.predicted} ({r.probs[r.predicted]:.0%}) — {'right' if r.model_right else 'wrong'}.")
+            probs_view(r.probs, classes, key="quiz")
+        buttons = st.columns(2)
+        buttons[0].button("Next image", key="quiz_next", on_click=state.next)
+        buttons[1].button("Reset score", key="quiz_reset", on_click=state.reset_score)
+
+
+# --- page --------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    st.set_page_config(page_title="emorec: facial emotions", layout="wide")
+    try:
+        settings = parse_script_args(sys.argv[1:] if argv is None else argv)
+    except EmorecError as e:
+        st.error(str(e))
+        st.stop()
+    mode, detector_name, threshold = sidebar_controls(settings)
+    cfg = settings.cfg
+    model_path = settings.model_path or default_model_path(cfg)
+    try:
+        model = load_model(str(model_path), cfg.ort_threads)
+    except EmorecError as e:
+        st.error(str(e))
+        st.markdown(MODEL_HELP)
+        st.stop()
+    sidebar_model(model)
+    if mode == "Predict":
+        try:
+            detector = load_detector(detector_name, threshold if detector_name == "yunet" else 0.0,
+                                     str(cfg.yunet_path) if cfg.yunet_path else None,
+                                     cfg.min_face_size, cfg.det_max_side)
+        except EmorecError as e:
+            st.error(f"Face detector '{detector_name}' unavailable: {e}")
+            st.stop()
+        predict_page(model, with_detector(model, detector_name, detector), settings)
+    else:
+        quiz_page(model, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Test-set evaluation: accuracy, per-class precision/recall/F1, confusion matrix.
+
+Works on a torch checkpoint (``.pt``) or an exported ONNX model (``.onnx``), so the
+numbers published for the shipped ONNX file are measured on that very file. When
+``data_split/manifest.csv`` flags test images whose duplicates occur in train
+(``leak``), a leakage-clean score is reported beside the full one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emorec.config import Config
+from emorec.errors import EmorecError
+
+
+def _probs_torch(path: Path, data, batch_size: int, tta_flip: bool) -> tuple[np.ndarray, list[str], dict]:
+    from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from emorec.train.engine import predict_probs
+
+    ckpt = load_checkpoint(path)
+    model, mcfg = model_from_checkpoint(ckpt)
+    return predict_probs(model, data.images, batch_size, tta_flip), mcfg.active_classes, {"commit": ckpt.get("commit")}
+
+
+def _probs_onnx(path: Path, data, batch_size: int, tta_flip: bool) -> np.ndarray:
+    from emorec.inference.predictor import Predictor
+
+    pred = Predictor.from_path(path, detector="none")
+    x = data.images.numpy().transpose(0, 2, 3, 1)  # crops as images: (S, S, C)
+    out = []
+    for i in range(0, len(x), batch_size):
+        crops = list(x[i:i + batch_size])
+        p = pred.predict_crops(crops)
+        if tta_flip:
+            p = (p + pred.predict_crops([np.ascontiguousarray(c[:, ::-1]) for c in crops])) / 2
+        out.append(p)
+    return np.concatenate(out)
+
+
+def model_classes(path: Path) -> tuple[list[str], int, bool]:
+    """(classes, img_size, grayscale) a model was trained with."""
+    if path.suffix == ".onnx":
+        from emorec.inference.predictor import Predictor
+
+        info = Predictor.from_path(path, detector="none").info
+        return info.classes, info.img_size, info.grayscale
+    from emorec.train.checkpoint import load_checkpoint
+
+    c = Config.from_dict(load_checkpoint(path)["config"])
+    return c.active_classes, c.img_size, c.grayscale
+
+
+def leak_flags(data_dir: Path, paths: list[str]) -> np.ndarray | None:
+    """Per test image: True if the manifest says a duplicate of it exists in train."""
+    manifest = Path(data_dir) / "manifest.csv"
+    if not manifest.is_file():
+        return None
+    with open(manifest, newline="") as f:
+        rows = {str((Path(data_dir) / r["path"]).resolve()): r.get("leak", "0") for r in csv.DictReader(f)}
+    return np.array([rows.get(str(Path(p).resolve()), "0") in ("1", "True", "true") for p in paths])
+
+
+def metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+    pred = probs.argmax(1)
+    labels = list(range(len(classes)))
+    rep = classification_report(y, pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
+    return {
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()) if len(y) else 0.0,
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": {c: {k: float(rep[c][k]) for k in ("precision", "recall", "f1-score", "support")} for c in classes},
+        "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+        "report_text": classification_report(y, pred, labels=labels, target_names=classes, digits=4, zero_division=0),
+    }
+
+
+def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: Path | None = None,
+                   tta_flip: bool | None = None, batch_size: int = 256) -> dict:
+    from emorec.plots import confusion_matrix_png
+    from emorec.train.dataset import load_split
+    from emorec.train.loop import git_commit
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise EmorecError(f"model not found: {model_path}; train one with: emorec train")
+    tta = cfg.tta_flip if tta_flip is None else tta_flip
+    classes, img_size, gray = model_classes(model_path)
+    data = load_split(cfg.data_dir, split, classes, img_size, gray, cfg.cache_dir)
+    t0 = time.perf_counter()
+    if model_path.suffix == ".onnx":
+        probs, extra = _probs_onnx(model_path, data, batch_size, tta), {}
+    else:
+        probs, _, extra = _probs_torch(model_path, data, batch_size, tta)
+    seconds = time.perf_counter() - t0
+    y = data.labels.numpy()
+    result = {"model": str(model_path), "data_dir": str(cfg.data_dir), "split": split, "classes": classes,
+              "tta_flip": tta, "skipped_images": data.skipped, "seconds": round(seconds, 2),
+              "commit": git_commit(), **{k: v for k, v in extra.items() if v}, **metrics(y, probs, classes)}
+    leak = leak_flags(cfg.data_dir, data.paths)
+    if leak is not None and leak.any():
+        clean = metrics(y[~leak], probs[~leak], classes)
+        result["leakage_clean"] = {k: clean[k] for k in ("n", "accuracy", "macro_f1")}
+
+    out_dir = Path(out_dir or cfg.reports_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{model_path.name} on {split} (acc {result['accuracy']:.1%})"
+    confusion_matrix_png(np.array(result["confusion_matrix"]), classes, out_dir / "confusion_matrix.png", title)
+    (out_dir / "classification_report.txt").write_text(
+        f"model: {model_path}\ndata: {cfg.data_dir}/{split} ({result['n']} images, TTA flip: {tta})\n"
+        f"accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n"
+        + (f"leakage-clean: accuracy {result['leakage_clean']['accuracy']:.4f} on {result['leakage_clean']['n']} images\n"
+           if "leakage_clean" in result else "") + "\n" + result["report_text"])
+    (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
+                                                      "config": cfg.to_dict()}, indent=2))
+    return result

@@ -1,0 +1,40 @@
+"""Boxes and labels drawn onto a copy of the photo (CLI --annotate, video output, app)."""
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+
+from emorec.inference.types import Face
+
+# Colour-blind-safe palette (Okabe-Ito), RGB; a label always gets the same colour.
+PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+           (213, 94, 0), (204, 121, 167), (255, 255, 255)]
+
+
+def label_color(label: str) -> tuple[int, int, int]:
+    return PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
+
+
+def annotate(img: np.ndarray, faces: list[Face], top_k: int = 1, numbered: bool = False) -> np.ndarray:
+    """RGB image + faces -> new RGB image with a box and ``label 87%`` per face.
+
+    ``numbered`` prefixes ``#1``, ``#2`` ... matching the CLI's face numbers.
+    """
+    out = np.ascontiguousarray(img.copy())
+    h, w = out.shape[:2]
+    thick = max(1, round(max(h, w) / 400))
+    scale = max(0.4, max(h, w) / 1200)
+    for i, face in enumerate(faces, 1):
+        x, y, bw, bh = face.box
+        color = label_color(face.label)
+        cv2.rectangle(out, (x, y), (x + bw, y + bh), color, thick)
+        text = ", ".join(f"{c} {p:.0%}" for c, p in face.top_k(max(1, top_k)))
+        if numbered:
+            text = f"#{i} {text}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y - base - 2 if y - th - base - 2 >= 0 else min(h - base - 1, y + bh + th + 2)
+        cv2.rectangle(out, (x, ty - th - 2), (x + tw + 2, ty + base), color, cv2.FILLED)
+        cv2.putText(out, text, (x + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return out

@@ -1,0 +1,86 @@
+"""Video in and out with OpenCV's FFmpeg backend (frames are RGB like everything else)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from emorec.errors import EmorecError
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# Codecs that the opencv-python wheels' FFmpeg writes without complaint.
+WRITE_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+@dataclass
+class Frame:
+    index: int  # 0-based frame number in the file
+    time_s: float  # presentation time (index / fps)
+    fps: float  # 0 when the container does not say
+    rgb: np.ndarray
+    keep: bool  # True for every ``every``-th frame: the ones to analyse
+
+
+def read_frames(path: str | os.PathLike, every: int = 1, decode_all: bool = False) -> Iterator[Frame]:
+    """Frames of a video; only every ``every``-th is decoded unless ``decode_all``
+    (an annotated output video needs all of them)."""
+    if every < 1:
+        raise EmorecError(f"--every must be at least 1, got {every}")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise EmorecError(f"{path}: cannot open as a video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    index = 0
+    try:
+        while cap.grab():  # grab() skips decoding: cheap for frames we do not analyse
+            keep = index % every == 0
+            if keep or decode_all:
+                ok, bgr = cap.retrieve()
+                if not ok:
+                    raise EmorecError(f"{path}: cannot decode frame {index}")
+                yield Frame(index, index / fps if fps > 0 else 0.0, fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), keep)
+            index += 1
+    finally:
+        cap.release()
+    if index == 0:
+        raise EmorecError(f"{path}: no frames could be read (unsupported codec or not a video)")
+
+
+class VideoWriter:
+    """RGB frames -> video file; size and frame rate are taken from the first frame.
+    The extension is checked here, so a bad name fails before any work is done."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        codec = WRITE_CODECS.get(self.path.suffix.lower())
+        if codec is None:
+            raise EmorecError(f"cannot write video {self.path}: use one of {', '.join(WRITE_CODECS)}")
+        self.fourcc = cv2.VideoWriter_fourcc(*codec)
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, rgb: np.ndarray, fps: float = 25.0) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = rgb.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), self.fourcc, fps if fps > 0 else 25.0, (w, h))
+            if not self._writer.isOpened():
+                raise EmorecError(f"cannot write video {self.path}")
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,59 @@
+"""Figures written next to reports (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_matrix_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "Confusion matrix") -> Path:
+    plt = _plt()
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 1.1 * len(classes) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_curves_png(history: list[dict], path: Path) -> Path:
+    plt = _plt()
+    step = np.arange(1, len(history) + 1)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(step, [h["train_loss"] for h in history], label="train loss")
+    a.plot(step, [h["val_loss"] for h in history], label="val loss")
+    b.plot(step, [h["train_acc"] for h in history], label="train acc")
+    b.plot(step, [h["val_acc"] for h in history], label="val acc")
+    b.plot(step, [h["val_macro_f1"] for h in history], label="val macro-F1")
+    stage2 = [i + 1 for i, h in enumerate(history) if h["stage"] == 2]
+    for ax in (a, b):
+        if stage2:
+            ax.axvline(stage2[0] - 0.5, color="grey", ls="--", lw=1)
+        ax.set_xlabel("epoch (both stages)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Training: data in memory -> batch augmentation -> two-stage fine-tuning."""

@@ -1,0 +1,77 @@
+"""Augmentation presets on whole batches of float tensors in [0, 1].
+
+Everything that changes outside the dataset is simulated here: head pose and crop
+(rotation, zoom, translation, flip in one affine warp), lighting (brightness, contrast,
+gamma) and cheap cameras (down-and-up resize blur). One grid_sample per batch keeps it
+far cheaper than per-image PIL transforms.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from emorec.config import Config
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=g) * (hi - lo) + lo
+
+
+def geometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    angle = _uniform(n, -cfg.aug_rot, cfg.aug_rot, g) * math.pi / 180.0
+    scale = _uniform(n, 1.0 - cfg.aug_zoom, 1.0 + cfg.aug_zoom, g)
+    tx = _uniform(n, -cfg.aug_trans, cfg.aug_trans, g) * 2.0  # grid coords span [-1, 1]
+    ty = _uniform(n, -cfg.aug_trans, cfg.aug_trans, g) * 2.0
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.aug_flip else torch.ones(n)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([
+        torch.stack([cos * flip, -sin, tx], dim=1),
+        torch.stack([sin * flip, cos, ty], dim=1),
+    ], dim=1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def photometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
+    n, s = x.shape[0], cfg.color_jitter
+    shape = (n, 1, 1, 1)
+    brightness = _uniform(n, -s / 2, s / 2, g).view(shape)
+    contrast = _uniform(n, 1 - s, 1 + s, g).view(shape)
+    gamma = torch.exp(_uniform(n, -s, s, g)).view(shape)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    return x.clamp_min(1e-6) ** gamma
+
+
+def blur(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+    """Down-and-up resize on a random subset: faces from low-resolution cameras."""
+    pick = torch.rand(x.shape[0], generator=g) < prob
+    if not pick.any():
+        return x
+    size = x.shape[-1]
+    low = int(torch.randint(max(12, size // 4), max(13, size // 2), (1,), generator=g))
+    small = F.interpolate(x[pick], size=(low, low), mode="area")
+    x = x.clone()
+    x[pick] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
+def train_transform(x_uint8: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
+    """uint8 batch -> augmented float batch in [0, 1] (the training preset)."""
+    x = x_uint8.float().div_(255.0)
+    if not cfg.use_aug:
+        return x
+    x = geometric(x, cfg, g)
+    if cfg.color_jitter > 0:
+        x = photometric(x, cfg, g)
+    if cfg.aug_blur > 0:
+        x = blur(x, cfg.aug_blur, g)
+    return x
+
+
+def eval_transform(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 batch -> float batch in [0, 1] (the evaluation preset: nothing else)."""
+    return x_uint8.float().div_(255.0)

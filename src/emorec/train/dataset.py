@@ -1,0 +1,135 @@
+"""A split of ``data_split/`` decoded once into one uint8 tensor.
+
+FER-sized images are tiny, so a whole split fits in memory (36k faces at 112 px ~ 450 MB);
+batches are then plain tensor indexing and augmentation runs on whole batches, which keeps
+Python out of the hot loop. Decoded arrays are cached in ``cfg.cache_dir`` keyed by the
+file list, so a second run starts in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from emorec.errors import EmorecError
+from emorec.imageio import read_image
+from emorec.preprocess import face_to_array
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+@dataclass
+class SplitData:
+    images: torch.Tensor  # (N, C, S, S) uint8
+    labels: torch.Tensor  # (N,) int64
+    paths: list[str]
+    classes: list[str]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.labels.numpy(), minlength=len(self.classes))
+
+
+def list_split(data_dir: Path, split: str, classes: list[str]) -> tuple[list[Path], list[int]]:
+    root = Path(data_dir) / split
+    if not root.is_dir():
+        raise EmorecError(f"no '{split}' split in {data_dir}; create one with: emorec data prepare SOURCE")
+    paths, labels = [], []
+    for idx, name in enumerate(classes):
+        d = root / name
+        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS) if d.is_dir() else []
+        paths += files
+        labels += [idx] * len(files)
+    if not paths:
+        raise EmorecError(f"{root} has no images for classes {', '.join(classes)}")
+    return paths, labels
+
+
+def _subsample(labels: list[int], max_per_class: int | None, seed: int) -> list[int]:
+    """Indices keeping at most ``max_per_class`` per class, chosen by seed."""
+    idx = np.arange(len(labels))
+    if not max_per_class:
+        return idx.tolist()
+    rng = np.random.default_rng(seed)
+    lab = np.asarray(labels)
+    keep = [rng.permutation(idx[lab == c])[:max_per_class] for c in np.unique(lab)]
+    return sorted(np.concatenate(keep).tolist())
+
+
+def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, grayscale: bool,
+               cache_dir: Path | None = None, max_per_class: int | None = None, seed: int = 0,
+               progress: bool = True) -> SplitData:
+    paths, labels = list_split(data_dir, split, classes)
+    keep = _subsample(labels, max_per_class, seed)
+    paths = [paths[i] for i in keep]
+    labels = [labels[i] for i in keep]
+
+    key = hashlib.sha1()
+    key.update(f"{img_size}|{grayscale}|".encode())
+    for p in paths:
+        st = p.stat()
+        key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    cache = Path(cache_dir) / f"{split}-{key.hexdigest()[:16]}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        ok = z["ok"]
+        return SplitData(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
+                         [str(p) for p, good in zip(paths, ok) if good], list(classes), int((~ok).sum()))
+
+    c = 1 if grayscale else 3
+    images = np.empty((len(paths), c, img_size, img_size), dtype=np.uint8)
+    ok = np.ones(len(paths), dtype=bool)
+    for i, p in enumerate(tqdm(paths, desc=f"decode {split}", unit="img", disable=not progress, leave=False)):
+        try:
+            images[i] = face_to_array(read_image(p), img_size, grayscale)
+        except EmorecError as e:
+            ok[i] = False
+            log.warning("skipped %s", e)
+    if not ok.all():
+        print(f"warning: {split}: skipped {int((~ok).sum())} unreadable image(s)")
+    images, lab = images[ok], np.asarray(labels, dtype=np.int64)[ok]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, labels=lab, ok=ok)
+        os.replace(tmp, cache)
+    return SplitData(torch.from_numpy(images), torch.from_numpy(lab),
+                     [str(p) for p, good in zip(paths, ok) if good], list(classes), int((~ok).sum()))
+
+
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weights normalised to mean 1 (sklearn's 'balanced')."""
+    counts = np.maximum(counts.astype(np.float64), 1.0)
+    w = counts.sum() / (len(counts) * counts)
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+def epoch_indices(labels: torch.Tensor, balanced: bool, epoch: int, seed: int, rank: int = 0,
+                  world: int = 1) -> torch.Tensor:
+    """One epoch of sample indices for this rank.
+
+    Balanced: each sample drawn with probability ~ 1/count(class), so classes appear
+    equally often; plain: a permutation. Every rank draws the same global order from
+    (seed, epoch) and takes its own stride, which is what DistributedSampler does.
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    n = len(labels)
+    if balanced:
+        counts = torch.bincount(labels).float()
+        weights = (1.0 / counts.clamp(min=1))[labels]
+        order = torch.multinomial(weights, n, replacement=True, generator=g)
+    else:
+        order = torch.randperm(n, generator=g)
+    per_rank = n // world
+    return order[rank * per_rank:(rank + 1) * per_rank] if world > 1 else order

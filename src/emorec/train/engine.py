@@ -1,0 +1,70 @@
+"""One epoch of training, one pass of evaluation (torchvision-references style)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from emorec.config import Config
+from emorec.train.augment import eval_transform, train_transform
+from emorec.train.dataset import SplitData
+from emorec.train.mix import mix_batch, one_hot
+
+
+def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, loss_fn, cfg: Config,
+                    use_mix: bool, epoch: int, seed: int, show_progress: bool = True) -> dict:
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    total_loss, seen, correct = 0.0, 0, 0
+    start = time.perf_counter()
+    batches = indices.split(cfg.batch_size)
+    bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not show_progress, leave=False)
+    for idx in bar:
+        if len(idx) < 2:  # BatchNorm cannot train on a single sample
+            continue
+        x = train_transform(data.images[idx], cfg, g).contiguous(memory_format=torch.channels_last)
+        y = data.labels[idx]
+        target = one_hot(y, len(data.classes), cfg.label_smoothing)
+        if use_mix:
+            x, target = mix_batch(x, target, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.cutmix_prob, rng)
+        logits = model(x)
+        loss = loss_fn(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == target.argmax(1)).sum())
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    elapsed = time.perf_counter() - start
+    return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "train_images_per_s": seen / elapsed if elapsed else 0.0, "train_seconds": elapsed}
+
+
+@torch.inference_mode()
+def predict_probs(model, images: torch.Tensor, batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
+    model.eval()
+    out = []
+    for chunk in images.split(batch_size):
+        x = eval_transform(chunk).contiguous(memory_format=torch.channels_last)
+        p = F.softmax(model(x), dim=1)
+        if tta_flip:
+            p = (p + F.softmax(model(x.flip(-1)), dim=1)) / 2
+        out.append(p)
+    return torch.cat(out).numpy()
+
+
+def evaluate(model, data: SplitData, batch_size: int = 256, tta_flip: bool = False) -> dict:
+    from sklearn.metrics import f1_score
+
+    probs = predict_probs(model, data.images, batch_size, tta_flip)
+    y = data.labels.numpy()
+    pred = probs.argmax(1)
+    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+    return {"loss": loss, "acc": float((pred == y).mean()),
+            "macro_f1": float(f1_score(y, pred, average="macro", labels=range(len(data.classes)), zero_division=0)),
+            "probs": probs, "labels": y}

@@ -1,0 +1,204 @@
+"""``fit(cfg)``: two-stage transfer learning with checkpoints, resume and DDP.
+
+Stage 1 trains the head on a frozen ImageNet backbone; stage 2 unfreezes the last
+``finetune_layers`` backbone blocks at a lower learning rate. After every epoch the
+full state goes to ``models/last.pt`` (resume point) and, when the monitored validation
+metric improves, the weights to ``models/best_model.pt``. Under ``torchrun`` each rank
+trains on its stride of the same seeded order; rank 0 writes files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from emorec.config import Config
+from emorec.errors import EmorecError
+from emorec.models import create_model, set_trainable
+from emorec.train.checkpoint import load_checkpoint, save_atomic
+from emorec.train.dataset import class_weights, epoch_indices, load_split
+from emorec.train.engine import evaluate, train_one_epoch
+from emorec.train.losses import build_loss
+
+BEST = "best_model.pt"
+LAST = "last.pt"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def distributed():
+    """(rank, world) from torchrun's environment; a no-op for a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    try:
+        yield (dist.get_rank() if world > 1 else 0), world
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _stages(cfg: Config) -> list[dict]:
+    return [
+        {"stage": 1, "epochs": cfg.epochs_stage1, "lr": cfg.lr_stage1, "trainable": 0, "mix": cfg.use_mixup_stage1},
+        {"stage": 2, "epochs": cfg.epochs_stage2, "lr": cfg.lr_stage2, "trainable": cfg.finetune_layers,
+         "mix": cfg.use_mixup_stage2},
+    ]
+
+
+def _scheduler(cfg: Config, optimizer, epochs: int):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=optimizer.param_groups[0]["lr"] * 0.01)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min" if cfg.monitor == "val_loss" else "max",
+                                                      factor=0.3, patience=max(1, cfg.patience // 2))
+
+
+def _score(entry: dict, monitor: str) -> float:
+    return -entry["val_loss"] if monitor == "val_loss" else entry[monitor]
+
+
+def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train and return a summary; files go to ``cfg.models_dir`` and ``cfg.reports_dir``."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    models_dir, reports_dir = Path(cfg.models_dir), Path(cfg.reports_dir)
+    with distributed() as (rank, world):
+        main = rank == 0
+        say = print if main else (lambda *a, **k: None)
+        seed_everything(cfg.seed)
+
+        state = None
+        if resume:
+            state = load_checkpoint(models_dir / LAST)
+            if state["config"]["active_classes"] != cfg.active_classes or state["config"]["backbone"] != cfg.backbone:
+                raise EmorecError(f"{models_dir / LAST} was trained for other classes/backbone; start without --resume")
+            cfg = Config.from_dict(state["config"])  # the run continues with its own settings
+            say(f"resuming from {models_dir / LAST}: stage {state['stage']}, epoch {state['epoch'] + 1}")
+
+        # Rank 0 decodes and caches; the others then read the cache.
+        load = lambda split, cap: load_split(cfg.data_dir, split, cfg.active_classes, cfg.img_size, cfg.grayscale,
+                                             cfg.cache_dir, cap, cfg.seed, progress=main and show_progress)
+        if not main:
+            _barrier(world)
+        train_data, val_data = load("train", cfg.max_train_per_class), load("val", cfg.max_eval_per_class)
+        if main:
+            _barrier(world)
+        counts = train_data.counts()
+        say(f"train {len(train_data)} images {dict(zip(cfg.active_classes, counts.tolist()))}, val {len(val_data)}")
+        if (counts == 0).any():
+            missing = [c for c, n in zip(cfg.active_classes, counts) if n == 0]
+            raise EmorecError(f"no training images for class(es) {', '.join(missing)} in {cfg.data_dir}/train")
+
+        model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=True, in_chans=cfg.in_chans,
+                             drop_rate=cfg.dropout, weights_dir=cfg.weights_dir)
+        model = model.to(memory_format=torch.channels_last)
+        # Balanced sampling already makes classes equally frequent: weights from the
+        # *sampled* distribution are then 1, so the two never double-correct.
+        weights = class_weights(counts) if cfg.use_class_weights and not cfg.balanced_sampling else None
+        loss_fn = build_loss(cfg.use_focal, cfg.focal_gamma, weights)
+
+        history: list[dict] = state["history"] if state else []
+        best = state["best"] if state else -float("inf")
+        start_stage, start_epoch = (state["stage"], state["epoch"] + 1) if state else (1, 0)
+        if state:
+            model.load_state_dict(state["model"])
+        t0 = time.perf_counter()
+        for spec in _stages(cfg):
+            if spec["stage"] < start_stage or spec["epochs"] <= 0:
+                continue
+            set_trainable(model, spec["trainable"])
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=spec["lr"], weight_decay=cfg.weight_decay)
+            scheduler = _scheduler(cfg, optimizer, spec["epochs"])
+            first = start_epoch if spec["stage"] == start_stage else 0
+            bad = 0
+            if state and spec["stage"] == start_stage:
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                bad = state["bad_epochs"]
+            net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+            say(f"stage {spec['stage']}: {spec['epochs']} epoch(s), lr {spec['lr']:g}, "
+                f"trainable params {sum(p.numel() for p in params):,}")
+            for epoch in range(first, spec["epochs"]):
+                if bad >= cfg.patience:
+                    break
+                idx = epoch_indices(train_data.labels, cfg.balanced_sampling, len(history), cfg.seed, rank, world)
+                tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, cfg, spec["mix"], len(history) + 1,
+                                     seed=cfg.seed * 1000 + rank * 100_000 + len(history), show_progress=main and show_progress)
+                va = evaluate(model, val_data, tta_flip=False)
+                entry = {"stage": spec["stage"], "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **tr,
+                         "train_images_per_s": tr["train_images_per_s"] * world,
+                         "val_loss": va["loss"], "val_acc": va["acc"], "val_macro_f1": va["macro_f1"]}
+                if cfg.lr_schedule == "cosine":
+                    scheduler.step()
+                else:
+                    scheduler.step(entry["val_loss"] if cfg.monitor == "val_loss" else entry[cfg.monitor])
+                history.append(entry)
+                improved = _score(entry, cfg.monitor) > best
+                if improved:
+                    best, bad = _score(entry, cfg.monitor), 0
+                else:
+                    bad += 1
+                say(f"[stage {spec['stage']} epoch {epoch + 1}/{spec['epochs']}] loss {tr['train_loss']:.3f} "
+                    f"acc {tr['train_acc']:.3f} | val loss {va['loss']:.3f} acc {va['acc']:.3f} "
+                    f"macro-F1 {va['macro_f1']:.3f} | {entry['train_images_per_s']:.0f} img/s"
+                    + ("  * best" if improved else ""))
+                if main:
+                    meta = {"config": cfg.to_dict(), "classes": cfg.active_classes, "commit": git_commit()}
+                    if improved:
+                        save_atomic({"model": model.state_dict(), **meta, "val": {k: entry[k] for k in
+                                     ("val_loss", "val_acc", "val_macro_f1")}, "stage": spec["stage"],
+                                     "epoch": epoch}, models_dir / BEST)
+                    save_atomic({"model": model.state_dict(), **meta, "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(), "stage": spec["stage"], "epoch": epoch,
+                                 "history": history, "best": best, "bad_epochs": bad}, models_dir / LAST)
+                    _write_logs(cfg, history, reports_dir)
+                _barrier(world)
+            start_epoch = 0
+        if not history:
+            raise EmorecError("nothing to train: both stages have 0 epochs")
+        summary = {"epochs": len(history), "best": best, "monitor": cfg.monitor, "seconds": time.perf_counter() - t0,
+                   "checkpoint": str(models_dir / BEST)}
+        if main:
+            cfg.save(models_dir / "config.yaml")
+            say(f"done in {summary['seconds']:.0f} s; best {cfg.monitor} {best:.4f}; checkpoint {models_dir / BEST}")
+        return summary
+
+
+def _write_logs(cfg: Config, history: list[dict], reports_dir: Path) -> None:
+    from emorec.plots import training_curves_png
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    tmp = reports_dir / "training_logs.json.tmp"
+    tmp.write_text(json.dumps({"config": cfg.to_dict(), "commit": git_commit(), "history": history}, indent=2))
+    os.replace(tmp, reports_dir / "training_logs.json")
+    training_curves_png(history, reports_dir / "training_curves.png")
