@@ -3,6 +3,7 @@ skip with a clear reason when it is absent."""
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,57 @@ def tiny_onnx7(tmp_path_factory) -> Path:
     from emorec.config import FER_CLASSES
 
     return make_tiny_onnx(tmp_path_factory.mktemp("model7") / "tiny7.onnx", FER_CLASSES)
+
+
+# --- a real (tiny) training run shared by train/evaluate/export tests ---
+
+def small_split(zip_path: Path, out: Path, per_class: dict[str, int], classes=None) -> Path:
+    """A few real FER2013 faces per class in data_split layout (PublicTest -> val, PrivateTest -> test)."""
+    from emorec.config import DEFAULT_CLASSES
+
+    classes = classes or DEFAULT_CLASSES
+    taken: dict[tuple[str, str], int] = {}
+    with zipfile.ZipFile(zip_path) as zf:
+        for name in sorted(zf.namelist()):
+            parts = name.split("/")
+            if len(parts) != 3 or not parts[2] or parts[1] not in classes:
+                continue
+            split = parts[0] if parts[0] == "train" else ("val" if parts[2].startswith("PublicTest") else "test")
+            if taken.get((split, parts[1]), 0) >= per_class[split]:
+                continue
+            taken[(split, parts[1])] = taken.get((split, parts[1]), 0) + 1
+            dest = out / split / parts[1] / parts[2]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(zf.read(name))
+    return out
+
+
+def tiny_cfg(data: Path, run: Path, weights_dir: Path, **kw):
+    from emorec.config import Config
+
+    base = dict(data_dir=str(data), models_dir=str(run / "models"), reports_dir=str(run / "reports"),
+                cache_dir=str(run / "cache"), weights_dir=str(weights_dir), train_mode="FAST_DEBUG", img_size=64,
+                batch_size=32, epochs_stage1=2, epochs_stage2=1, lr_stage1=3e-3, lr_stage2=3e-4, patience=5)
+    base.update(kw)
+    return Config.from_dict(base)
+
+
+def cli_args(cfg) -> list[str]:
+    keys = ("data_dir", "models_dir", "reports_dir", "cache_dir", "weights_dir", "img_size", "batch_size",
+            "epochs_stage1", "epochs_stage2", "patience", "max_train_per_class")
+    return [a for k in keys for a in ("--set", f"{k}={getattr(cfg, k)}")]
+
+
+@pytest.fixture(scope="session")
+def split_dir(fer2013_zip, tmp_path_factory) -> Path:
+    return small_split(fer2013_zip, tmp_path_factory.mktemp("split"), {"train": 80, "val": 30, "test": 30})
+
+
+@pytest.fixture(scope="session")
+def trained(split_dir, weights_dir, tmp_path_factory):
+    """One FAST_DEBUG-sized run shared by the evaluate/export tests."""
+    from emorec.train.loop import fit
+
+    cfg = tiny_cfg(split_dir, tmp_path_factory.mktemp("run"), weights_dir)
+    fit(cfg, show_progress=False)
+    return cfg

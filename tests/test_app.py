@@ -1,4 +1,4 @@
-"""The Streamlit app: its plain logic (settings, quiz deck and score, drawing), the page
+"""The Streamlit app: its plain logic (settings, quiz deck and score, table data), the page
 driven through Streamlit's AppTest (upload, webcam, no face, bad file, quiz, 7 classes),
 and the `emorec app` launcher starting a real server."""
 from __future__ import annotations
@@ -9,34 +9,26 @@ import subprocess
 import sys
 import time
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_split
 
-from emorec.app.drawing import draw_faces, prob_rows
+from emorec.app.drawing import enlarge, prob_rows
 from emorec.app.quiz import QuizState, find_quiz_items
 from emorec.app.settings import parse_script_args
 from emorec.config import DEFAULT_CLASSES, FER_CLASSES
 from emorec.errors import EmorecError
-from emorec.inference.types import Face
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "app_streamlit.py"
 PER_CLASS = 4
 
 
-def make_quiz_split(fer2013_zip: Path, dest: Path, per_class: int = PER_CLASS) -> Path:
-    """dest/test/<class>/: the first `per_class` FER2013 PrivateTest faces of every class."""
-    with zipfile.ZipFile(fer2013_zip) as z:
-        for cls in FER_CLASSES:
-            names = sorted(n for n in z.namelist() if n.startswith(f"test/{cls}/PrivateTest_"))[:per_class]
-            for n in names:
-                out = dest / "test" / cls / Path(n).name
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(z.read(n))
-    return dest / "test"
+def make_quiz_split(fer2013_zip: Path, dest: Path) -> Path:
+    """dest/test/<class>/: the first PER_CLASS FER2013 PrivateTest faces of all 7 classes."""
+    return small_split(fer2013_zip, dest, {"train": 0, "val": 0, "test": PER_CLASS}, FER_CLASSES) / "test"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +63,7 @@ def upload(at, path: Path, name: str | None = None, data: bytes | None = None):
 
 
 def face_markdowns(at) -> list[str]:
-    return [m.value for m in at.markdown if m.value.startswith("**Face ")]
+    return [m.value for m in at.markdown if m.value.startswith("**Face #")]
 
 
 # --- settings ------------------------------------------------------------------------
@@ -141,27 +133,31 @@ def test_quiz_scoring_and_reset():
     assert state.current != answered and not state.answered  # the solved image is not asked again
 
 
-# --- drawing -------------------------------------------------------------------------
+# --- page data ----------------------------------------------------------------------
 
-def test_draw_faces_boxes_every_face():
-    img = np.full((200, 300, 3), 128, np.uint8)
-    faces = [Face((10, 5, 60, 60), "happy", 0.9, {"happy": 0.9, "sad": 0.1}),
-             Face((200, 100, 80, 80), "sad", 0.6, {"happy": 0.4, "sad": 0.6})]
-    out = draw_faces(img, faces)
-    assert out.shape == img.shape and (img == 128).all()  # input untouched
-    for x, y, w, h in (f.box for f in faces):
-        assert (out[y + h // 2, x] != 128).any() and (out[y + h // 2, x + w] != 128).any()
-    assert (out[150:, :150] == 128).all()  # nothing drawn away from the faces
-    assert prob_rows(faces[0].probs, ["sad", "happy"]) == {"emotion": ["sad", "happy"], "probability": [0.1, 0.9]}
+def test_prob_rows_and_enlarge():
+    assert prob_rows({"happy": 0.9, "sad": 0.1}, ["sad", "happy"]) == {"emotion": ["sad", "happy"],
+                                                                       "probability": [0.1, 0.9]}
+    crop = np.zeros((48, 40, 3), np.uint8)
+    assert enlarge(crop, 240).shape == (240, 200, 3)
+    big = np.zeros((300, 300), np.uint8)
+    assert enlarge(big, 240) is big  # never shrinks
 
 
 # --- the page (AppTest) --------------------------------------------------------------
 
-def test_missing_model_explains_how_to_get_one(app_env, tmp_path):
-    app_env.setenv("EMOREC_MODEL", str(tmp_path / "models" / "nope.onnx"))
+def test_missing_model_explains_how_to_get_one(app_env, tmp_path, tiny_onnx):
+    import shutil
+
+    path = tmp_path / "models" / "later.onnx"
+    app_env.setenv("EMOREC_MODEL", str(path))
     at = open_app()
     assert "model file not found" in at.error[0].value
     assert any("emorec export" in m.value for m in at.markdown)
+    path.parent.mkdir()
+    shutil.copy(tiny_onnx, path)  # exported while the app runs: the next rerun uses it
+    at.run()
+    assert not at.error and "later.onnx" in at.sidebar.caption[0].value
 
 
 def test_bad_script_argument_is_a_page_message(app_env):
@@ -183,7 +179,7 @@ def test_upload_multi_face_photo(app_env, images_dir, tiny_onnx, yunet_path):
         [read_image(images_dir / "multi_face.jpg")])[0]
     assert len(expected) == 5
     assert [s.value for s in at.main.subheader] == ["5 face(s) found"]
-    assert face_markdowns(at) == [f"**Face {i}: {f.label}** ({f.confidence:.1%})" for i, f in enumerate(expected, 1)]
+    assert face_markdowns(at) == [f"**Face #{i}: {f.label}** ({f.confidence:.1%})" for i, f in enumerate(expected, 1)]
     assert len(at.main.dataframe) == 5
     table = at.main.dataframe[0].value
     assert list(table["emotion"]) == DEFAULT_CLASSES
@@ -296,6 +292,46 @@ def test_seven_class_model(app_env, tiny_onnx7, quiz_dir, images_dir):
     assert at.session_state["quiz"].size == PER_CLASS * 7
     state = play_round(at, "disgust")
     assert state.rounds == 1 and state.player == (state.result.truth == "disgust")
+
+
+def test_default_model_and_its_metrics_in_sidebar(app_env, tiny_onnx7, tmp_path):
+    """No --model, no EMOREC_MODEL: ./models/best_model.onnx; its stored test metrics are listed."""
+    import onnx
+
+    from emorec.inference.types import META_KEY, ModelInfo
+
+    model = onnx.load(str(tiny_onnx7))
+    prop = next(p for p in model.metadata_props if p.key == META_KEY)
+    info = ModelInfo.from_json(prop.value)
+    info.metrics = {"accuracy": 0.6125, "macro_f1": 0.5871, "split": "test"}
+    prop.value = info.to_json()
+    (tmp_path / "models").mkdir()
+    onnx.save(model, str(tmp_path / "models" / "best_model.onnx"))
+    app_env.delenv("EMOREC_MODEL")
+    at = open_app()
+    assert not at.error
+    assert "models/best_model.onnx" in at.sidebar.caption[0].value
+    assert f"**Classes (7):** {', '.join(FER_CLASSES)}" in at.sidebar.markdown[0].value
+    metrics = at.sidebar.dataframe[0].value
+    assert dict(zip(metrics["metric"], metrics["value"])) == {"accuracy": "0.6125", "macro_f1": "0.5871",
+                                                              "split": "test"}
+
+
+def test_quiz_picks_up_split_made_later_and_skips_bad_files(app_env, quiz_dir, tmp_path):
+    import shutil
+
+    split = tmp_path / "later" / "test"
+    app_env.setenv("EMOREC_QUIZ_DIR", str(split))
+    at = open_app()
+    at.sidebar.radio(key="mode").set_value("Emotion quiz").run()
+    assert "No quiz images" in at.warning[0].value
+    for cls in ("happy", "sad"):
+        shutil.copytree(quiz_dir / cls, split / cls)
+    (split / "sad" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    at.run()
+    assert not at.exception and not at.warning
+    assert at.session_state["quiz"].size == 2 * PER_CLASS
+    assert "1 unreadable image(s) left out" in at.main.caption[0].value and "broken.jpg" in at.main.caption[0].value
 
 
 def test_packaged_script_runs_without_the_shim(app_env, images_dir):

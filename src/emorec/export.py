@@ -127,6 +127,7 @@ def export(checkpoint: Path, out: Path | None = None, int8: bool = True, data_di
         report["int8"] = {"onnx": str(q), "acc_int8": float((p_q.argmax(1) == y).mean()),
                           "acc_drop_vs_fp32": float((p_onnx.argmax(1) == y).mean() - (p_q.argmax(1) == y).mean()),
                           "top1_agreement_vs_fp32": float((p_q.argmax(1) == p_onnx.argmax(1)).mean()),
+                          "mean_abs_prob_diff_vs_fp32": float(np.abs(p_q - p_onnx).mean()),
                           "size_mb": round(q.stat().st_size / 1e6, 2)}
     report["size_mb"] = round(out.stat().st_size / 1e6, 2)
     out.with_suffix(".json").write_text(json.dumps({"model_info": json.loads(info.to_json()), "export": report},

@@ -43,6 +43,16 @@ def find_quiz_items(quiz_dir: str | Path, classes: Iterable[str], per_class: int
     return items
 
 
+def folder_stamp(quiz_dir: str | Path) -> tuple:
+    """Changes when class folders or their files are added or removed: a cache key that
+    notices a split created (or refreshed) while the app is running."""
+    quiz_dir = Path(quiz_dir)
+    if not quiz_dir.is_dir():
+        return ()
+    dirs = [quiz_dir, *sorted(p for p in quiz_dir.iterdir() if p.is_dir())]
+    return tuple((p.name, p.stat().st_mtime_ns) for p in dirs)
+
+
 @dataclass
 class RoundResult:
     truth: str

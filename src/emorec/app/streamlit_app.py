@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from emorec.app.drawing import draw_faces, enlarge, prob_rows
-from emorec.app.quiz import QuizItem, QuizState, find_quiz_items
+from emorec.app.drawing import enlarge, prob_rows
+from emorec.app.quiz import QuizItem, QuizState, find_quiz_items, folder_stamp
 from emorec.app.settings import AppSettings, parse_script_args
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
 from emorec.inference.detect import make_detector
+from emorec.inference.draw import annotate
 from emorec.inference.predictor import Predictor, default_model_path
 from emorec.inference.types import Face
 from emorec.preprocess import crop_face
@@ -35,9 +36,9 @@ MODES = ["Predict", "Emotion quiz"]
 MODEL_HELP = """**No model to run yet.** Prepare data, train and export one, then reload this page:
 
 ```
-emorec data prepare --set SOURCES=../shared/datasets/fer2013.zip   # -> data_split/
-emorec train --profile DEV_TRAIN                                   # -> models/best_model.pt
-emorec export                                                      # -> models/best_model.onnx
+emorec data prepare ../shared/datasets/fer2013.zip   # -> data_split/{train,val,test}/<class>/
+emorec train --profile DEV_TRAIN                     # -> models/best_model.pt
+emorec export                                        # -> models/best_model.onnx
 ```
 
 Or start the app on a model you have: `emorec app --model path/to/model.onnx`
@@ -47,7 +48,7 @@ SPLIT_HELP = """The quiz shows face images from a test split laid out as `<folde
 (the folder name is the true emotion). Create one with
 
 ```
-emorec data prepare --set SOURCES=../shared/datasets/fer2013.zip   # -> data_split/test/<class>/
+emorec data prepare ../shared/datasets/fer2013.zip   # -> data_split/test/<class>/
 ```
 
 or point the quiz at another folder in the sidebar (or with `--quiz-dir` / `EMOREC_QUIZ_DIR`)."""
@@ -55,10 +56,11 @@ or point the quiz at another folder in the sidebar (or with `--quiz-dir` / `EMOR
 
 # --- loading (once per server) -----------------------------------------------------------
 
-@st.cache_resource(show_spinner="Loading the model...")
-def load_model(path: str, threads: int) -> Predictor:
+@st.cache_resource(show_spinner="Loading the model...", max_entries=2)
+def load_model(path: str, threads: int, mtime_ns: int) -> Predictor:
     # The classifier alone; detectors are attached per sidebar choice, so changing the
-    # detector or its threshold never reloads the model.
+    # detector or its threshold never reloads the model. ``mtime_ns`` is only part of the
+    # key: a re-exported model file is picked up without restarting the server.
     return Predictor.from_path(path, detector="none", threads=threads)
 
 
@@ -68,9 +70,11 @@ def load_detector(name: str, threshold: float, yunet_path: str | None, min_face_
                          min_face_size=min_face_size, max_side=max_side)
 
 
-@st.cache_data(show_spinner="Loading quiz images...")
-def load_quiz(quiz_dir: str, classes: tuple[str, ...], seed: int) -> tuple[list[QuizItem], list[np.ndarray], list[str]]:
-    """Quiz items with their decoded pixels; unreadable files are skipped and reported."""
+@st.cache_data(show_spinner="Loading quiz images...", max_entries=4)
+def load_quiz(quiz_dir: str, classes: tuple[str, ...], seed: int,
+              stamp: tuple) -> tuple[list[QuizItem], list[np.ndarray], list[str]]:
+    """Quiz items with their decoded pixels; unreadable files are skipped and reported.
+    ``stamp`` (see folder_stamp) is only part of the cache key."""
     items, images, skipped = [], [], []
     for item in find_quiz_items(quiz_dir, classes, QUIZ_PER_CLASS, seed):
         try:
@@ -133,15 +137,15 @@ def probs_view(probs: dict[str, float], classes: list[str], key: str) -> None:
 
 
 def show_faces(img: np.ndarray, faces: list[Face], model: Predictor, name: str) -> None:
-    picture, results = st.columns([3, 2])
-    picture.image(draw_faces(img, faces), caption=f"{name}: {len(faces)} face(s)")
+    picture, results = st.columns(2)
+    picture.image(annotate(img, faces, numbered=True), caption=f"{name}: {len(faces)} face(s)")
     with results:
         st.subheader(f"{len(faces)} face(s) found" if len(faces) != 1 else "1 face found")
         for i, face in enumerate(faces, 1):
             with st.container(border=True):
                 thumb, text = st.columns([1, 4])
                 thumb.image(enlarge(crop_face(img, face.box, model.info.face_margin), 96), width=72)
-                text.markdown(f"**Face {i}: {face.label}** ({face.confidence:.1%})")
+                text.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.1%})")
                 probs_view(face.probs, model.classes, key=f"face{i}")
 
 
@@ -199,7 +203,8 @@ def quiz_page(model: Predictor, settings: AppSettings) -> None:
     quiz_dir = Path(st.sidebar.text_input("Quiz images (a folder of <class>/ folders)",
                                           value=str(settings.quiz_dir), key="quiz_dir"))
     classes = model.classes
-    items, images, skipped = load_quiz(str(quiz_dir), tuple(classes), settings.cfg.seed)
+    items, images, skipped = load_quiz(str(quiz_dir), tuple(classes), settings.cfg.seed,
+                                       folder_stamp(quiz_dir))
     if skipped:
         st.caption(f"{len(skipped)} unreadable image(s) left out, e.g. {skipped[0]}")
     if not items:
@@ -250,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = settings.cfg
     model_path = settings.model_path or default_model_path(cfg)
     try:
-        model = load_model(str(model_path), cfg.ort_threads)
+        mtime = model_path.stat().st_mtime_ns if model_path.is_file() else 0
+        model = load_model(str(model_path), cfg.ort_threads, mtime)
     except EmorecError as e:
         st.error(str(e))
         st.markdown(MODEL_HELP)

@@ -39,7 +39,7 @@ def build_command(args: argparse.Namespace) -> list[str]:
             "--server.port", str(args.port), "--server.address", args.address,
             "--server.maxUploadSize", str(args.max_upload_mb),
             "--server.headless", "false" if args.browser else "true",
-            "--browser.gatherUsageStats", "false",
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
             "--", *script_args(args)]
 
 

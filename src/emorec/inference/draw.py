@@ -25,16 +25,19 @@ def annotate(img: np.ndarray, faces: list[Face], top_k: int = 1, numbered: bool 
     out = np.ascontiguousarray(img.copy())
     h, w = out.shape[:2]
     thick = max(1, round(max(h, w) / 400))
-    scale = max(0.4, max(h, w) / 1200)
+    scale = max(0.4, max(h, w) / 1800)
+    text_thick = max(1, thick - 1)
+    for face in faces:  # boxes first, so no box line crosses a label
+        x, y, bw, bh = face.box
+        cv2.rectangle(out, (x, y), (x + bw, y + bh), label_color(face.label), thick)
     for i, face in enumerate(faces, 1):
         x, y, bw, bh = face.box
-        color = label_color(face.label)
-        cv2.rectangle(out, (x, y), (x + bw, y + bh), color, thick)
         text = ", ".join(f"{c} {p:.0%}" for c, p in face.top_k(max(1, top_k)))
         if numbered:
             text = f"#{i} {text}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = y - base - 2 if y - th - base - 2 >= 0 else min(h - base - 1, y + bh + th + 2)
-        cv2.rectangle(out, (x, ty - th - 2), (x + tw + 2, ty + base), color, cv2.FILLED)
-        cv2.putText(out, text, (x + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, text_thick)
+        # above the box, or inside its top edge when there is no room above
+        ty = y - base - 2 if y - th - base - 2 >= 0 else y + th + 2
+        cv2.rectangle(out, (x, ty - th - 2), (x + tw + 2, ty + base), label_color(face.label), cv2.FILLED)
+        cv2.putText(out, text, (x + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), text_thick, cv2.LINE_AA)
     return out

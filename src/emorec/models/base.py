@@ -16,7 +16,7 @@ from emorec.errors import EmorecError
 class Backbone(nn.Module):
     """Base class: input float [0, 1] with ``in_chans`` channels -> logits."""
 
-    default_cfg: dict = {}  # per model: mean, std, file, package, package_file, classifier
+    default_cfg: dict = {}  # per model: architecture, mean, std, weight file, PyPI package, classifier path, num_classes
     dropout_name: str = ""  # attribute path of the head's dropout layer
     num_features: int = 1280
 

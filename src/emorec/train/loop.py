@@ -104,6 +104,10 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             cfg = Config.from_dict(state["config"])  # the run continues with its own settings
             say(f"resuming from {models_dir / LAST}: stage {state['stage']}, epoch {state['epoch'] + 1}")
 
+        model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=True, in_chans=cfg.in_chans,
+                             drop_rate=cfg.dropout, weights_dir=cfg.weights_dir)
+        model = model.to(memory_format=torch.channels_last)
+
         # Rank 0 decodes and caches; the others then read the cache.
         load = lambda split, cap: load_split(cfg.data_dir, split, cfg.active_classes, cfg.img_size, cfg.grayscale,
                                              cfg.cache_dir, cap, cfg.seed, progress=main and show_progress)
@@ -118,9 +122,6 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             missing = [c for c, n in zip(cfg.active_classes, counts) if n == 0]
             raise EmorecError(f"no training images for class(es) {', '.join(missing)} in {cfg.data_dir}/train")
 
-        model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=True, in_chans=cfg.in_chans,
-                             drop_rate=cfg.dropout, weights_dir=cfg.weights_dir)
-        model = model.to(memory_format=torch.channels_last)
         # Balanced sampling already makes classes equally frequent: weights from the
         # *sampled* distribution are then 1, so the two never double-correct.
         weights = class_weights(counts) if cfg.use_class_weights and not cfg.balanced_sampling else None

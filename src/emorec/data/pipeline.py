@@ -1,0 +1,250 @@
+"""Sources -> harmonised labels -> duplicate groups -> split -> ``<out>/{train,val,test}/<class>/``.
+
+Files are copied byte for byte (never re-encoded) as ``<source>__<name>``. Beside them:
+``manifest.csv`` (one row per written file, see :data:`MANIFEST_FIELDS`) and
+``data_report.json`` (what was read, found, dropped and written). The split is built in a
+sibling folder and moved into place at the end, so a failed run leaves no half-written split.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+import zipfile
+import zlib
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from tqdm import tqdm
+
+from emorec.config import Config
+from emorec.data.dedup import average_hash, decode, find_groups, fingerprint, group_stats, quiet_opencv
+from emorec.data.labels import CANONICAL_CLASSES
+from emorec.data.sources import Entry, Source, open_sources
+from emorec.data.split import SPLITS, assign_splits
+from emorec.errors import EmorecError
+
+MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original", "group", "leak", "conflict"]
+# path: relative to the out dir; source_split: the split folder the source had it in ("" if none);
+# original: its path inside the source; group: duplicate group number ("" if unique);
+# leak: 1 for a val/test file whose duplicate group had a member in some source's train split
+# (that copy was dropped, but a model trained on that source has seen the face);
+# conflict: 1 when the group's members carry different labels.
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass
+class Scan:
+    """Every readable, labelled image of the sources, with its fingerprints."""
+
+    sources: list[Source]
+    entries: list[Entry] = field(default_factory=list)
+    md5: list[bytes] = field(default_factory=list)
+    ahash: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    bad: list[dict] = field(default_factory=list)  # {"source", "file", "error"}
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+
+    def __enter__(self) -> "Scan":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _fingerprints(source: Source, entries: list[Entry]) -> list:
+    out = []
+    for e in entries:
+        try:
+            out.append(fingerprint(decode(source.read(e.name), e.name)))
+        except EmorecError as err:
+            out.append(str(err))
+        except (OSError, zipfile.BadZipFile, zlib.error, RuntimeError) as err:  # damaged file or zip member
+            out.append(f"{e.name}: unreadable ({err})")
+    return out
+
+
+def scan(specs: list[str | os.PathLike]) -> Scan:
+    """Open the sources, decode every labelled image once and fingerprint it."""
+    result = Scan(open_sources(specs))
+    try:
+        thumbs = []
+        for source in result.sources:
+            entries = [e for e in source.entries if e.label]
+            batches = [entries[i:i + 256] for i in range(0, len(entries), 256)]
+            # OpenCV and zlib release the GIL: threads decode in parallel without extra processes
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, quiet_opencv(), \
+                    tqdm(total=len(entries), desc=f"reading {source.name}", unit="img", leave=False) as bar:
+                for batch, results in zip(batches, pool.map(lambda b: _fingerprints(source, b), batches)):
+                    for e, r in zip(batch, results):
+                        if isinstance(r, str):
+                            result.bad.append({"source": source.name, "file": e.name, "error": r})
+                        else:
+                            result.entries.append(e)
+                            result.md5.append(r[0])
+                            thumbs.append(r[1])
+                    bar.update(len(batch))
+        result.ahash = average_hash(np.array(thumbs, np.float32).reshape(-1, 64))
+    except BaseException:
+        result.close()
+        raise
+    return result
+
+
+def check_classes(active: list[str]) -> None:
+    unknown = [c for c in active if c not in CANONICAL_CLASSES]
+    if unknown:
+        raise EmorecError(f"ACTIVE_CLASSES: unknown class {unknown[0]!r}; known: {', '.join(CANONICAL_CLASSES)}")
+
+
+def check_out_dir(out: Path, force: bool, specs: list[str | os.PathLike] = ()) -> None:
+    """Refuse to mix a new split into an old one, to clear a folder that is not a split,
+    or to write over (or inside) a source."""
+    if out.exists() and not out.is_dir():
+        raise EmorecError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise EmorecError(f"output folder {out} is not empty; use --force to replace it")
+        if not (out / "manifest.csv").exists() and not (out / "data_report.json").exists():
+            raise EmorecError(f"refusing to clear {out}: it is not a data split made by emorec (no manifest.csv)")
+    o = out.resolve()
+    for spec in specs:
+        src = Path(str(spec)).expanduser()
+        if str(spec).lower().startswith("kaggle:") or not src.exists():
+            continue
+        src = src.resolve()
+        if o == src or o in src.parents or src in o.parents:
+            raise EmorecError(f"output folder {out} overlaps the source {spec}")
+
+
+def prepare(cfg: Config, sources: list[str | os.PathLike] | None = None, out_dir: str | os.PathLike | None = None,
+            force: bool = False) -> dict:
+    """Build the split from ``sources`` (default ``cfg.sources``) into ``out_dir``
+    (default ``cfg.data_dir``); returns the report (also saved as ``data_report.json``)."""
+    specs = list(sources or cfg.sources)
+    if not specs:
+        raise EmorecError("no data sources given (folders, zips or kaggle:owner/name)")
+    out = Path(out_dir if out_dir is not None else cfg.data_dir)
+    check_classes(cfg.active_classes)
+    check_out_dir(out, force, specs)
+    with scan(specs) as sc:
+        return build_split(cfg, sc, out, force)
+
+
+def _source_report(source: Source, sc: Scan) -> dict:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for e in sc.entries:
+        if e.source == source.name:
+            counts[e.split or "-"][e.label] += 1
+    unknown = Counter(e.raw_label for e in source.entries if e.label is None)
+    return {
+        "spec": source.spec, "path": str(source.path), "has_splits": source.has_splits,
+        "images": len(source.entries) + len(source.unlabelled),
+        "counts": {split: dict(sorted(c.items())) for split, c in sorted(counts.items())},
+        "unknown_labels": dict(unknown.most_common()),
+        "unlabelled": len(source.unlabelled),
+        "bad_files": sum(1 for b in sc.bad if b["source"] == source.name),
+    }
+
+
+def _warn_inputs(report: dict, sc: Scan) -> None:
+    for name, s in report["sources"].items():
+        if s["unknown_labels"]:
+            listed = ", ".join(f"{k} ({v})" for k, v in s["unknown_labels"].items())
+            warn(f"{name}: skipped {sum(s['unknown_labels'].values())} images with unknown labels: {listed}")
+        if s["unlabelled"]:
+            warn(f"{name}: skipped {s['unlabelled']} images outside any class folder")
+        bad = [b for b in sc.bad if b["source"] == name]
+        if bad:
+            warn(f"{name}: skipped {len(bad)} unreadable images (first: {bad[0]['error']})")
+
+
+def _unique_name(used: set, folder: str, source: str, name: str) -> str:
+    base = PurePosixPath(name)
+    candidate, k = f"{source}__{base.name}", 2
+    while (folder, candidate.lower()) in used:  # lower(): also unique on case-insensitive disks
+        candidate, k = f"{source}__{base.stem}-{k}{base.suffix}", k + 1
+    used.add((folder, candidate.lower()))
+    return candidate
+
+
+def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool = False) -> dict:
+    """Deduplicate, split and write a scanned set of sources (see module docstring)."""
+    out = Path(out_dir)
+    active = list(cfg.active_classes)
+    check_classes(active)
+    check_out_dir(out, force, [s.spec for s in sc.sources])
+
+    labels = [e.label for e in sc.entries]
+    splits = [e.split for e in sc.entries]
+    by_name = {s.name: s for s in sc.sources}
+    exact, groups = find_groups(sc.md5, sc.ahash, cfg.near_dup_bits)
+    plan = assign_splits(sc.entries, groups, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.keep_source_splits)
+    keep = [i for i, d in enumerate(plan.dest) if d is not None and labels[i] in active]
+    if not keep:
+        raise EmorecError(f"no images of the active classes ({', '.join(active)}) in the sources")
+
+    settings = cfg.to_dict()
+    report = {
+        "out_dir": str(out),
+        "config": {k: settings[k] for k in ("active_classes", "seed", "val_fraction", "test_fraction",
+                                             "keep_source_splits", "near_dup_bits")},
+        "sources": {s.name: _source_report(s, sc) for s in sc.sources},
+        "bad_files": sc.bad,
+        "duplicates": {
+            "exact": group_stats(exact, splits, labels),
+            "exact_or_near": group_stats(groups, splits, labels),
+            "removed": {k: plan.dropped[k] for k in ("duplicate", "cross_split", "conflict")},
+        },
+        "inactive": dict(sorted(Counter(labels[i] for i, d in enumerate(plan.dest)
+                                        if d is not None and labels[i] not in active).items())),
+        "written": {s: {c: 0 for c in active} for s in SPLITS},
+        "leak": {s: 0 for s in SPLITS},
+        "conflict": {s: 0 for s in SPLITS},
+    }
+    _warn_inputs(report, sc)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # left over by an interrupted run
+    try:
+        for s in SPLITS:
+            for c in active:
+                (tmp / s / c).mkdir(parents=True)
+        rows, used = [], set()
+        for i in tqdm(keep, desc="writing split", unit="img", leave=False):
+            e, split = sc.entries[i], plan.dest[i]
+            name = _unique_name(used, f"{split}/{e.label}", e.source, e.name)
+            path = f"{split}/{e.label}/{name}"
+            (tmp / path).write_bytes(by_name[e.source].read(e.name))
+            rows.append({"path": path, "split": split, "label": e.label, "source": e.source,
+                         "source_split": e.split or "", "original": e.name, "group": plan.group[i] or "",
+                         "leak": int(plan.leak[i]), "conflict": int(plan.conflict[i])})
+            report["written"][split][e.label] += 1
+            report["leak"][split] += plan.leak[i]
+            report["conflict"][split] += plan.conflict[i]
+        with open(tmp / "manifest.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        (tmp / "data_report.json").write_text(json.dumps(report, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EmorecError(f"writing {out} failed: {e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report

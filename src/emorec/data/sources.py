@@ -1,0 +1,173 @@
+"""Where images come from: folders, zip archives and Kaggle datasets, in the usual layouts.
+
+The layout is read from each image's path, so any nesting works: the class is the
+nearest folder above the file whose name is a known emotion (see :mod:`labels`), the
+split is the nearest split-named folder above that. Other folders are wrappers and
+ignored. So ``train/angry/x.jpg``, ``Data/Angry/x.jpg``, ``images/train/angry/x.jpg``,
+``train/train/angry/x.jpg`` and ``dataset/anger/x.jpg`` all read as expected.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from emorec.data.labels import canonical_label, split_name
+from emorec.errors import EmorecError, require
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
+
+# The four datasets of the original design (spec "kaggle:owner/name", or "kaggle:all").
+KAGGLE_DATASETS = [
+    "samithsachidanandan/human-face-emotions",
+    "aadityasinghal/facial-expression-dataset",
+    "sudarshanvaidya/random-images-for-face-emotion-recognition",
+    "nabilsherif/facial-emotions-recognition-dataset",
+]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image file of a source."""
+
+    source: str  # source name (unique within a run)
+    name: str  # path inside the source, with "/" separators
+    raw_label: str  # the class folder as the dataset spells it
+    label: str | None  # canonical class, None when the spelling is unknown
+    split: str | None  # the source's own split: train / val / test, None when it has none
+
+
+def parse_path(name: str) -> tuple[str, str | None, str | None] | None:
+    """``"images/train/Angry/x.jpg"`` -> ``("Angry", "angry", "train")``; None when the
+    image sits in no class folder (at the top, or directly inside a split folder)."""
+    dirs = PurePosixPath(name).parts[:-1]
+    at = next((i for i in range(len(dirs) - 1, -1, -1) if canonical_label(dirs[i])), None)
+    if at is None:
+        if not dirs or split_name(dirs[-1]):
+            return None
+        at = len(dirs) - 1
+    split = next((split_name(d) for d in reversed(dirs[:at]) if split_name(d)), None)
+    return dirs[at], canonical_label(dirs[at]), split
+
+
+def _is_image(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    # macOS archive debris and hidden files are not data
+    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return False
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTS
+
+
+@dataclass
+class Source:
+    """A listed dataset: its images (with labels and splits) and a way to read their bytes."""
+
+    name: str
+    spec: str  # what the user gave (path or kaggle:owner/name)
+    path: Path
+    entries: list[Entry] = field(default_factory=list)
+    unlabelled: list[str] = field(default_factory=list)  # images outside any class folder
+    is_zip: bool = False
+    # one ZipFile per thread: a shared one is not safe to read from several threads
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+    _open: list = field(default_factory=list, repr=False)
+
+    @property
+    def has_splits(self) -> bool:
+        return any(e.split for e in self.entries)
+
+    def read(self, name: str) -> bytes:
+        """The file's original bytes (OSError / zipfile errors for a damaged file)."""
+        if not self.is_zip:
+            return (self.path / name).read_bytes()
+        zf = getattr(self._local, "zip", None)
+        if zf is None:
+            zf = self._local.zip = zipfile.ZipFile(self.path)
+            self._open.append(zf)
+        return zf.read(name)
+
+    def close(self) -> None:
+        while self._open:
+            self._open.pop().close()
+        self._local = threading.local()
+
+
+def _list_folder(root: Path) -> list[str]:
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"]
+        rel = Path(dirpath).relative_to(root)
+        names += [(rel / f).as_posix() for f in filenames]
+    return names
+
+
+def open_source(spec: str, path: Path, name: str) -> Source:
+    """List one folder or zip. Raises EmorecError when it is missing or has no class folders."""
+    if not path.exists():
+        raise EmorecError(f"dataset not found: {spec}")
+    if path.is_dir():
+        source, names = Source(name, spec, path), _list_folder(path)
+    elif zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [i.filename for i in zf.infolist() if not i.is_dir()]
+        except (zipfile.BadZipFile, OSError) as e:
+            raise EmorecError(f"{spec}: cannot open zip archive ({e})") from None
+        source = Source(name, spec, path, is_zip=True)
+    else:
+        raise EmorecError(f"{spec}: not a folder or a zip archive")
+    for n in sorted(filter(_is_image, names)):
+        parsed = parse_path(n)
+        if parsed is None:
+            source.unlabelled.append(n)
+        else:
+            source.entries.append(Entry(name, n, *parsed))
+    if not any(e.label for e in source.entries):
+        found = sorted({e.raw_label for e in source.entries})
+        hint = f"; found only unknown class names: {', '.join(found[:8])}" if found else ""
+        raise EmorecError(f"{spec}: no class folders with images (expected <class>/ or <split>/<class>/, "
+                          f"class names like angry, happy, sad){hint}")
+    return source
+
+
+def _kaggle_download(handle: str) -> Path:
+    kagglehub = require("kagglehub", "data")
+    try:
+        return Path(kagglehub.dataset_download(handle))
+    except Exception as e:  # network, credentials, unknown dataset: all end the same way for the user
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EmorecError(f"kaggle:{handle}: download failed ({msg})") from None
+
+
+def expand_specs(specs: list[str]) -> list[str]:
+    """``kaggle:all`` -> the four Kaggle datasets of the original design."""
+    out: list[str] = []
+    for spec in specs:
+        out += [f"kaggle:{h}" for h in KAGGLE_DATASETS] if spec.strip().lower() == "kaggle:all" else [spec]
+    return out
+
+
+def open_sources(specs: list[str | os.PathLike]) -> list[Source]:
+    """Open every source (downloading ``kaggle:`` ones); names are made unique per run."""
+    sources: list[Source] = []
+    try:
+        for spec in expand_specs([str(s) for s in specs]):
+            if spec.lower().startswith("kaggle:"):
+                handle = spec.split(":", 1)[1].strip().strip("/")
+                if handle.count("/") != 1:
+                    raise EmorecError(f"{spec}: expected kaggle:owner/dataset or kaggle:all")
+                path, base = _kaggle_download(handle), handle.split("/")[1]
+            else:
+                path = Path(spec).expanduser()
+                base = (path.stem if path.is_file() else path.resolve().name) or "source"
+            name, k = base, 2
+            while any(s.name == name for s in sources):
+                name, k = f"{base}-{k}", k + 1
+            sources.append(open_source(spec, path, name))
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+    return sources

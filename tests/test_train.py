@@ -1,0 +1,188 @@
+"""Training stage: config, losses, batch mixing, the two-stage loop, resume after a kill, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import cli_args, tiny_cfg
+from emorec.config import DEFAULT_CLASSES, Config, load_config
+from emorec.errors import EmorecError
+from emorec.train.dataset import epoch_indices, load_split
+from emorec.train.losses import FocalLoss, SoftTargetCrossEntropy
+from emorec.train.mix import mix_batch, one_hot
+
+ENV = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"}
+
+
+# --- config ---------------------------------------------------------------------------
+
+def test_config_layers_yaml_cli_and_profiles(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("ACTIVE_CLASSES: [angry, disgust, fear, happy, neutral, sad, surprise]\nIMG_SIZE: 96\n"
+                 "TRAIN_MODE: FULL_TRAIN\n")
+    cfg = load_config(y, {"img_size": "128", "USE_FOCAL": "yes"})
+    assert cfg.num_classes == 7 and cfg.img_size == 128 and cfg.use_focal is True
+    assert cfg.epochs_stage2 == 40 and cfg.max_train_per_class is None  # from FULL_TRAIN
+    fast = cfg.with_overrides({"train_mode": "fast_debug"})
+    assert fast.max_train_per_class == 300 and fast.epochs_stage1 == 2
+    assert load_config(None, {"train_mode": "FAST_DEBUG", "epochs_stage1": "7"}).epochs_stage1 == 7
+    cfg.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"no_such_key": 1}, "unknown config key"),
+    ({"img_size": "big"}, "IMG_SIZE"),
+    ({"train_mode": "SLOW"}, "TRAIN_MODE"),
+    ({"active_classes": "happy"}, "ACTIVE_CLASSES"),
+    ({"lr_schedule": "step"}, "LR_SCHEDULE"),
+])
+def test_bad_config_is_one_clear_error(overrides, message):
+    with pytest.raises(EmorecError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_yaml_and_missing_config_file(tmp_path):
+    with pytest.raises(EmorecError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("img_size: [unclosed")
+    with pytest.raises(EmorecError, match="not valid YAML"):
+        load_config(bad)
+
+
+# --- losses and mixing ----------------------------------------------------------------
+
+def test_focal_loss_reduces_to_cross_entropy_and_downweights_easy_examples():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.2, 0.1, 0.0]])
+    target = one_hot(torch.tensor([0, 0]), 3)
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0]))
+    assert torch.isclose(FocalLoss(gamma=0.0)(logits, target), ce)
+    assert torch.isclose(SoftTargetCrossEntropy()(logits, target), ce)
+    easy, hard = logits[:1], logits[1:]
+    ratio_focal = FocalLoss(2.0)(easy, target[:1]) / FocalLoss(2.0)(hard, target[1:])
+    ratio_ce = SoftTargetCrossEntropy()(easy, target[:1]) / SoftTargetCrossEntropy()(hard, target[1:])
+    assert ratio_focal < ratio_ce / 10
+    alpha = torch.tensor([2.0, 1.0, 1.0])
+    assert torch.isclose(FocalLoss(0.0, alpha)(logits, target), 2 * ce)
+
+
+@pytest.mark.parametrize("cutmix_prob", [0.0, 1.0])
+def test_mixup_and_cutmix_keep_targets_consistent_with_pixels(cutmix_prob):
+    x = torch.cat([torch.zeros(4, 1, 32, 32), torch.ones(4, 1, 32, 32)])
+    t = one_hot(torch.tensor([0] * 4 + [1] * 4), 2)
+    mx, mt = mix_batch(x, t, 0.4, 1.0, cutmix_prob, np.random.default_rng(3))
+    assert torch.allclose(mt.sum(1), torch.ones(8))
+    # Share of "ones" pixels equals the target weight of class 1, for MixUp and CutMix alike.
+    assert torch.allclose(mx.mean(dim=(1, 2, 3)), mt[:, 1], atol=1e-6)
+    assert not torch.equal(mx, x)
+
+
+def test_balanced_epoch_indices_even_out_classes_and_split_across_ranks():
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    idx = epoch_indices(labels, True, epoch=0, seed=1)
+    share = (labels[idx] == 1).float().mean().item()
+    assert 0.4 < share < 0.6
+    plain = epoch_indices(labels, False, epoch=0, seed=1)
+    assert sorted(plain.tolist()) == list(range(1000))
+    r0 = epoch_indices(labels, False, 0, 1, rank=0, world=2)
+    r1 = epoch_indices(labels, False, 0, 1, rank=1, world=2)
+    assert len(r0) == len(r1) == 500 and not set(r0.tolist()) & set(r1.tolist())
+
+
+def test_load_split_skips_bad_images_and_caches(split_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(split_dir / "val", data / "val")
+    (data / "val" / "happy" / "broken.jpg").write_bytes(b"not a jpeg")
+    a = load_split(data, "val", DEFAULT_CLASSES, 64, True, tmp_path / "cache", progress=False)
+    assert a.skipped == 1 and len(a) == 150 and a.images.shape == (150, 1, 64, 64)
+    b = load_split(data, "val", DEFAULT_CLASSES, 64, True, tmp_path / "cache", progress=False)
+    assert torch.equal(a.images, b.images) and len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    with pytest.raises(EmorecError, match="no 'train' split"):
+        load_split(data, "train", DEFAULT_CLASSES, 64, True)
+
+
+# --- the loop -------------------------------------------------------------------------
+
+def test_two_stage_training_writes_checkpoint_logs_and_learns(trained):
+    models, reports = Path(trained.models_dir), Path(trained.reports_dir)
+    assert (models / "best_model.pt").is_file() and (models / "last.pt").is_file()
+    assert (models / "config.yaml").is_file() and (reports / "training_curves.png").stat().st_size > 5000
+    log = json.loads((reports / "training_logs.json").read_text())
+    hist = log["history"]
+    assert [h["stage"] for h in hist] == [1, 1, 2]
+    assert log["config"]["img_size"] == 64
+    assert max(h["val_acc"] for h in hist) > 0.3  # 5 classes: chance is 0.2
+    ckpt = torch.load(models / "best_model.pt", weights_only=False)
+    assert ckpt["classes"] == list(DEFAULT_CLASSES) and ckpt["config"]["backbone"] == "mobilenet_v2"
+
+
+def test_stage_one_freezes_backbone_and_stage_two_unfreezes_last_blocks(trained):
+    from emorec.models import create_model, set_trainable
+
+    model = create_model("mobilenet_v2", num_classes=5, in_chans=1)
+    set_trainable(model, 0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.1.weight", "classifier.1.bias"}
+    set_trainable(model, trained.finetune_layers)
+    assert any(n.startswith("features.18") for n, p in model.named_parameters() if p.requires_grad)
+    assert not any(n.startswith("features.0.") for n, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped(split_dir, weights_dir, tmp_path):
+    cfg = tiny_cfg(split_dir, tmp_path, weights_dir, epochs_stage1=2, epochs_stage2=2)
+    cmd = [sys.executable, "-m", "emorec", "train", "--profile", "FAST_DEBUG", "--no-progress", *cli_args(cfg)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = Path(cfg.models_dir) / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), proc.stdout.read() if proc.poll() is not None else "no checkpoint in time"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    done = len(torch.load(last, weights_only=False)["history"])
+    assert 1 <= done < 4
+    out = subprocess.run(cmd + ["--resume"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resuming from" in out.stdout
+    hist = json.loads((Path(cfg.reports_dir) / "training_logs.json").read_text())["history"]
+    assert [(h["stage"], h["epoch"]) for h in hist] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(split_dir, weights_dir, tmp_path):
+    cfg = tiny_cfg(split_dir, tmp_path, weights_dir, epochs_stage1=1, epochs_stage2=1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--rdzv-backend=c10d",
+           "--rdzv-endpoint=127.0.0.1:0", "-m", "emorec", "train", "--no-progress", "--profile", "FAST_DEBUG",
+           *cli_args(cfg)]
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    hist = json.loads((Path(cfg.reports_dir) / "training_logs.json").read_text())["history"]
+    assert [h["stage"] for h in hist] == [1, 2]
+    assert out.stdout.count("done in") == 1  # rank 0 alone reports and writes
+    assert (Path(cfg.models_dir) / "best_model.pt").is_file()
+
+
+def test_train_command_reports_missing_data_in_one_line(tmp_path, capsys, weights_dir):
+    from emorec.cli import main
+
+    rc = main(["train", "--set", f"data_dir={tmp_path / 'nothing'}", "--set", f"models_dir={tmp_path}",
+               "--set", f"weights_dir={weights_dir}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "emorec data prepare" in err
+    rc = main(["train", "--set", "backbone=resnet9000", "--set", f"data_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "unknown model 'resnet9000'" in err and err.count("\n") == 0
