@@ -20,7 +20,7 @@ import pytest
 from emorec.cli import main
 from emorec.config import FER_CLASSES, Config, load_config
 from emorec.data import build_split, canonical_label, prepare, scan, split_counts, split_name
-from emorec.data.dedup import average_hash, decode, find_groups, fingerprint, near_pairs
+from emorec.data.dedup import average_hash, decode, find_groups, near_pairs
 from emorec.data.sources import KAGGLE_DATASETS, parse_path
 from emorec.data.split import assign_splits
 from emorec.errors import EmorecError
@@ -57,7 +57,8 @@ def manifest(out: Path) -> list[dict]:
 
 
 def files_on_disk(out: Path) -> set[str]:
-    return {p.relative_to(out).as_posix() for s in ("train", "val", "test") for p in (out / s).rglob("*") if p.is_file()}
+    return {p.relative_to(out).as_posix() for s in ("train", "val", "test")
+            for p in (out / s).rglob("*") if p.is_file()}
 
 
 # --- labels and layouts ----------------------------------------------------------------
@@ -227,8 +228,8 @@ def kaggle_folders(tmp_path, monkeypatch) -> dict[str, Path]:
     roots = {h: tmp_path / "kaggle" / h.replace("/", "_") for h in KAGGLE_DATASETS}
     seed = 1000
     # samithsachidanandan/human-face-emotions: Data/<Class>, 5 classes, "Suprise" misspelt, colour
-    seed = make_folder(roots[KAGGLE_DATASETS[0]], {f"Data/{c}": 10 for c in ["Angry", "Fear", "Happy", "Sad", "Suprise"]},
-                       seed, ".jpg", color=True)
+    seed = make_folder(roots[KAGGLE_DATASETS[0]],
+                       {f"Data/{c}": 10 for c in ["Angry", "Fear", "Happy", "Sad", "Suprise"]}, seed, ".jpg", color=True)
     # aadityasinghal/facial-expression-dataset: train/train/<class>, test/test/<class>, FER's 7
     seed = make_folder(roots[KAGGLE_DATASETS[1]], {f"{s}/{s}/{c}": n for s, n in [("train", 6), ("test", 2)]
                                                    for c in FER_CLASSES}, seed, ".jpg")

@@ -183,7 +183,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
     out = Path(out_dir)
     active = list(cfg.active_classes)
     check_classes(active)
-    check_out_dir(out, force, [s.spec for s in sc.sources])
+    check_out_dir(out, force, [s.path for s in sc.sources])
 
     labels = [e.label for e in sc.entries]
     splits = [e.split for e in sc.entries]

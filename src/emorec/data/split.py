@@ -70,7 +70,8 @@ def assign_splits(entries: list[Entry], roots: np.ndarray, seed: int, val_fracti
         if "test" in homes:
             _place(plan, group, "test", [i for i in group if home[i] == "test"], home, entries)
         elif "val" in homes:
-            _place(plan, group, "val", [] if conflict else [next(i for i in group if home[i] == "val")], home, entries)
+            keep = [] if conflict else [next(i for i in group if home[i] == "val")]
+            _place(plan, group, "val", keep, home, entries)
         elif conflict:
             plan.dropped["conflict"] += len(group)
         else:
