@@ -101,9 +101,12 @@ def page(server):
 
 
 def save_docs_copy(shot: Path, name: str) -> None:
-    """The README's screenshot: 256-colour PNG, small enough for the repository."""
+    """The README's screenshot (256-colour PNG), refreshed only when asked for with
+    EMOREC_UPDATE_DOCS=1, so ordinary test runs leave tracked files alone."""
     from PIL import Image
 
+    if os.environ.get("EMOREC_UPDATE_DOCS") != "1":
+        return
     DOCS.mkdir(exist_ok=True)
     img = Image.open(shot).convert("RGB")
     img.thumbnail((1200, 1200))
