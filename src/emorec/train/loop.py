@@ -132,6 +132,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         start_stage, start_epoch = (state["stage"], state["epoch"] + 1) if state else (1, 0)
         if state:
             model.load_state_dict(state["model"])
+        commit = git_commit()  # the code this run started from
         t0 = time.perf_counter()
         for spec in _stages(cfg):
             if spec["stage"] < start_stage or spec["epochs"] <= 0:
@@ -174,7 +175,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                     f"macro-F1 {va['macro_f1']:.3f} | {entry['train_images_per_s']:.0f} img/s"
                     + ("  * best" if improved else ""))
                 if main:
-                    meta = {"config": cfg.to_dict(), "classes": cfg.active_classes, "commit": git_commit()}
+                    meta = {"config": cfg.to_dict(), "classes": cfg.active_classes, "commit": commit}
                     if improved:
                         save_atomic({"model": model.state_dict(), **meta, "val": {k: entry[k] for k in
                                      ("val_loss", "val_acc", "val_macro_f1")}, "stage": spec["stage"],
@@ -182,7 +183,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                     save_atomic({"model": model.state_dict(), **meta, "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(), "stage": spec["stage"], "epoch": epoch,
                                  "history": history, "best": best, "bad_epochs": bad}, models_dir / LAST)
-                    _write_logs(cfg, history, reports_dir)
+                    _write_logs(cfg, history, reports_dir, commit)
                 _barrier(world)
             start_epoch = 0
         if not history:
@@ -195,11 +196,11 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         return summary
 
 
-def _write_logs(cfg: Config, history: list[dict], reports_dir: Path) -> None:
+def _write_logs(cfg: Config, history: list[dict], reports_dir: Path, commit: str) -> None:
     from emorec.plots import training_curves_png
 
     reports_dir.mkdir(parents=True, exist_ok=True)
     tmp = reports_dir / "training_logs.json.tmp"
-    tmp.write_text(json.dumps({"config": cfg.to_dict(), "commit": git_commit(), "history": history}, indent=2))
+    tmp.write_text(json.dumps({"config": cfg.to_dict(), "commit": commit, "history": history}, indent=2))
     os.replace(tmp, reports_dir / "training_logs.json")
     training_curves_png(history, reports_dir / "training_curves.png")
