@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emorec.cli import add_config_arguments, config_from_args
+from emorec.cli import add_config_arguments, config_from_args, tune_malloc
 
 
 def add_arguments(p) -> None:
@@ -16,6 +16,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     cfg = config_from_args(args)
+    tune_malloc(args)
     from emorec.errors import require
 
     require("sklearn", "train")
