@@ -107,6 +107,17 @@ def sidebar_controls(settings: AppSettings) -> tuple[str, str, float]:
     return mode, detector, threshold
 
 
+def metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested metrics flattened for a table: floats to 4 significant digits."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows += metric_rows(value, f"{prefix}{key} ")
+        else:
+            rows.append((prefix + key, f"{value:.4g}" if isinstance(value, float) else str(value)))
+    return rows
+
+
 def sidebar_model(model: Predictor) -> None:
     info = model.info
     st.sidebar.subheader("Model")
@@ -117,8 +128,8 @@ def sidebar_model(model: Predictor) -> None:
                         f"{f' · {info.backbone}' if info.backbone else ''}")
     if info.metrics:
         st.sidebar.markdown("**Test metrics**")
-        st.sidebar.dataframe(pd.DataFrame({"metric": list(info.metrics),
-                                           "value": [str(v) for v in info.metrics.values()]}),
+        rows = metric_rows(info.metrics)
+        st.sidebar.dataframe(pd.DataFrame({"metric": [k for k, _ in rows], "value": [v for _, v in rows]}),
                              hide_index=True)
     else:
         st.sidebar.caption("No test metrics stored in this model.")
