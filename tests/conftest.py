@@ -3,6 +3,7 @@ skip with a clear reason when it is absent."""
 from __future__ import annotations
 
 import os
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -48,6 +49,16 @@ def fer2013_zip() -> Path:
 @pytest.fixture(scope="session")
 def ferplus_zip() -> Path:
     return shared_path("datasets", "ferplus.zip")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Terminate a test server, killing it if it does not go in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
 
 
 def make_tiny_onnx(path: Path, classes: list[str], img_size: int = 48, grayscale: bool = True) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stop_process
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -326,10 +327,5 @@ def test_real_server(tiny_onnx, yunet_path, multi_face, tmp_path):
         bad = httpx.post(f"{base}/predict", files={"file": ("x.jpg", b"nope")}, timeout=30)
         assert bad.status_code == 422 and "not an image" in bad.json()["detail"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import small_split
+from conftest import small_split, stop_process
 
 from emorec.app.quiz import QuizState, find_quiz_items
 from emorec.app.streamlit_app import QUIZ_PER_CLASS
@@ -76,12 +76,7 @@ def server(quiz_dir, model_path, yunet_path):
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

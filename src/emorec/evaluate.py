@@ -11,6 +11,7 @@ import csv
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -18,41 +19,38 @@ from emorec.config import Config
 from emorec.errors import EmorecError
 
 
-def _probs_torch(path: Path, data, batch_size: int, tta_flip: bool) -> tuple[np.ndarray, list[str], dict]:
+def load_model(path: Path) -> tuple[list[str], int, bool, Callable, dict]:
+    """Load a checkpoint or ONNX model once: (classes, img_size, grayscale, probs_fn, extra).
+
+    ``probs_fn(images_uint8_nchw, batch_size, tta_flip) -> (N, K)`` probabilities."""
+    if path.suffix == ".onnx":
+        from emorec.inference.predictor import Predictor
+
+        pred = Predictor.from_path(path, detector="none")
+
+        def probs_onnx(x: np.ndarray, batch_size: int, tta_flip: bool) -> np.ndarray:
+            x = x.transpose(0, 2, 3, 1)  # crops as images: (S, S, C)
+            out = []
+            for i in range(0, len(x), batch_size):
+                crops = list(x[i:i + batch_size])
+                p = pred.predict_crops(crops)
+                if tta_flip:
+                    p = (p + pred.predict_crops([np.ascontiguousarray(c[:, ::-1]) for c in crops])) / 2
+                out.append(p)
+            return np.concatenate(out)
+
+        info = pred.info
+        return info.classes, info.img_size, info.grayscale, probs_onnx, {}
+
+    import torch
+
     from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint
     from emorec.train.engine import predict_probs
 
     ckpt = load_checkpoint(path)
     model, mcfg = model_from_checkpoint(ckpt)
-    return predict_probs(model, data.images, batch_size, tta_flip), mcfg.active_classes, {"commit": ckpt.get("commit")}
-
-
-def _probs_onnx(path: Path, data, batch_size: int, tta_flip: bool) -> np.ndarray:
-    from emorec.inference.predictor import Predictor
-
-    pred = Predictor.from_path(path, detector="none")
-    x = data.images.numpy().transpose(0, 2, 3, 1)  # crops as images: (S, S, C)
-    out = []
-    for i in range(0, len(x), batch_size):
-        crops = list(x[i:i + batch_size])
-        p = pred.predict_crops(crops)
-        if tta_flip:
-            p = (p + pred.predict_crops([np.ascontiguousarray(c[:, ::-1]) for c in crops])) / 2
-        out.append(p)
-    return np.concatenate(out)
-
-
-def model_classes(path: Path) -> tuple[list[str], int, bool]:
-    """(classes, img_size, grayscale) a model was trained with."""
-    if path.suffix == ".onnx":
-        from emorec.inference.predictor import Predictor
-
-        info = Predictor.from_path(path, detector="none").info
-        return info.classes, info.img_size, info.grayscale
-    from emorec.train.checkpoint import load_checkpoint
-
-    c = Config.from_dict(load_checkpoint(path)["config"])
-    return c.active_classes, c.img_size, c.grayscale
+    probs_torch = lambda x, batch_size, tta_flip: predict_probs(model, torch.from_numpy(x), batch_size, tta_flip)
+    return mcfg.active_classes, mcfg.img_size, mcfg.grayscale, probs_torch, {"commit": ckpt.get("commit")}
 
 
 def leak_flags(data_dir: Path, paths: list[str]) -> np.ndarray | None:
@@ -91,13 +89,10 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
     if not model_path.is_file():
         raise EmorecError(f"model not found: {model_path}; train one with: emorec train")
     tta = cfg.tta_flip if tta_flip is None else tta_flip
-    classes, img_size, gray = model_classes(model_path)
+    classes, img_size, gray, probs_fn, extra = load_model(model_path)
     data = load_split(cfg.data_dir, split, classes, img_size, gray, cfg.cache_dir)
     t0 = time.perf_counter()
-    if model_path.suffix == ".onnx":
-        probs, extra = _probs_onnx(model_path, data, batch_size, tta), {}
-    else:
-        probs, _, extra = _probs_torch(model_path, data, batch_size, tta)
+    probs = probs_fn(data.images.numpy(), batch_size, tta)
     seconds = time.perf_counter() - t0
     y = data.labels.numpy()
     result = {"model": str(model_path), "data_dir": str(cfg.data_dir), "split": split, "classes": classes,
