@@ -115,6 +115,17 @@ def wait_idle(page) -> None:
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
 
 
+def click_button(page, key: str) -> None:
+    """Click the button with Streamlit key ``key`` once the page has settled: during a
+    rerun Streamlit briefly shows the stale and the new element side by side."""
+    from playwright.sync_api import expect
+
+    wait_idle(page)
+    button = page.locator(f".st-key-{key} button")
+    expect(button).to_have_count(1)
+    button.click()
+
+
 def test_upload_shows_every_face(page, images_dir):
     from playwright.sync_api import expect
 
@@ -170,7 +181,7 @@ def test_quiz_three_rounds(page, quiz_dir, model_path):
         model_score += predicted == item.label
 
         page.locator(f".st-key-guess_0_{k - 1}").get_by_text(guess, exact=True).click()
-        page.locator(".st-key-quiz_submit button").click()
+        click_button(page, "quiz_submit")
         expect(page.get_by_text(f"The face shows {item.label}.")).to_be_visible()
         expect(page.get_by_text(f"You: {guess} — {'right' if right else 'wrong'}.")).to_be_visible()
         expect(page.get_by_text(f"Model: {predicted} (", exact=False)).to_be_visible()
@@ -178,10 +189,10 @@ def test_quiz_three_rounds(page, quiz_dir, model_path):
         wait_idle(page)
         page.wait_for_timeout(500)
         page.screenshot(path=str(OUT / f"app_quiz_round{k}.png"))
-        page.locator(".st-key-quiz_next button").click()
+        click_button(page, "quiz_next")
         deck.next()
 
     expect(page.get_by_text(f"Image 4 of {len(items)}")).to_be_visible()
-    page.locator(".st-key-quiz_reset button").click()
+    click_button(page, "quiz_reset")
     expect_score(page, 0, 0, 0)
     save_docs_copy(OUT / "app_quiz_round3.png", "app_quiz.png")
