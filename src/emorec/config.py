@@ -66,6 +66,9 @@ class Config:
     img_size: int = 112  # FER faces are 48 px: larger costs time for little gain on CPU
     grayscale: bool = True
     dropout: float = 0.2
+    # Start from another emorec checkpoint (e.g. trained on other data or classes) instead
+    # of ImageNet alone; the classifier is kept only when the classes match.
+    init_from: Path | None = None
 
     # --- input pipeline ---
     batch_size: int = 64

@@ -104,8 +104,11 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             cfg = Config.from_dict(state["config"])  # the run continues with its own settings
             say(f"resuming from {models_dir / LAST}: stage {state['stage']}, epoch {state['epoch'] + 1}")
 
-        model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=True, in_chans=cfg.in_chans,
+        # INIT_FROM replaces the ImageNet weights, so they are not needed then.
+        model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=not (cfg.init_from or state), in_chans=cfg.in_chans,
                              drop_rate=cfg.dropout, weights_dir=cfg.weights_dir)
+        if cfg.init_from and not state:
+            say(init_weights(model, cfg))
         model = model.to(memory_format=torch.channels_last)
 
         # Rank 0 decodes and caches; the others then read the cache.
@@ -194,6 +197,25 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             cfg.save(models_dir / "config.yaml")
             say(f"done in {summary['seconds']:.0f} s; best {cfg.monitor} {best:.4f}; checkpoint {models_dir / BEST}")
         return summary
+
+
+def init_weights(model: torch.nn.Module, cfg: Config) -> str:
+    """Load ``cfg.init_from`` into ``model``: all weights when its classes match, else the backbone."""
+    ckpt = load_checkpoint(Path(cfg.init_from))
+    src = ckpt["config"]
+    if src["backbone"] != cfg.backbone or bool(src["grayscale"]) != cfg.grayscale:
+        raise EmorecError(f"INIT_FROM {cfg.init_from}: a {src['backbone']} checkpoint (grayscale={src['grayscale']}) "
+                          f"cannot initialise {cfg.backbone} (grayscale={cfg.grayscale})")
+    weights = ckpt["model"]
+    same_classes = list(ckpt.get("classes", src["active_classes"])) == cfg.active_classes
+    head = model.pretrained_cfg["classifier"] + "."
+    if not same_classes:
+        weights = {k: v for k, v in weights.items() if not k.startswith(head)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(not k.startswith(head) for k in missing):
+        raise EmorecError(f"INIT_FROM {cfg.init_from}: weights do not fit {cfg.backbone}")
+    kept = "all weights" if same_classes else f"backbone only (classes {ckpt.get('classes')} -> {cfg.active_classes})"
+    return f"initialised from {cfg.init_from}: {kept}"
 
 
 def _write_logs(cfg: Config, history: list[dict], reports_dir: Path, commit: str) -> None:
