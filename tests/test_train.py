@@ -140,6 +140,33 @@ def test_stage_one_freezes_backbone_and_stage_two_unfreezes_last_blocks(trained)
     assert not any(n.startswith("features.0.") for n, p in model.named_parameters() if p.requires_grad)
 
 
+def test_init_from_keeps_a_matching_head_and_only_the_backbone_otherwise(trained, tmp_path):
+    """INIT_FROM: fine-tune one label set from a model trained on another (no ImageNet files needed)."""
+    from emorec.models import create_model
+    from emorec.train.loop import fit, init_weights
+
+    src = torch.load(Path(trained.models_dir) / "best_model.pt", weights_only=False)["model"]
+    same = tiny_cfg(trained.data_dir, tmp_path, trained.weights_dir, init_from=str(Path(trained.models_dir) / "best_model.pt"))
+    model = create_model("mobilenet_v2", num_classes=5, in_chans=1, pretrained=False)
+    assert "all weights" in init_weights(model, same)
+    assert all(torch.equal(v, src[k]) for k, v in model.state_dict().items())
+
+    other = Config.from_dict({**same.to_dict(), "active_classes": ["happy", "sad", "angry"], "weights_dir": None,
+                              "models_dir": str(tmp_path / "m3"), "reports_dir": str(tmp_path / "r3"),
+                              "epochs_stage1": 1, "epochs_stage2": 0})
+    model = create_model("mobilenet_v2", num_classes=3, in_chans=1, pretrained=False)
+    assert "backbone only" in init_weights(model, other)
+    state = model.state_dict()
+    assert torch.equal(state["features.18.0.weight"], src["features.18.0.weight"])
+    assert state["classifier.1.weight"].shape == (3, 1280)
+    fit(other, show_progress=False)  # trains without ImageNet weights: INIT_FROM replaces them
+    assert torch.load(tmp_path / "m3" / "best_model.pt", weights_only=False)["classes"] == ["happy", "sad", "angry"]
+
+    wrong = Config.from_dict({**same.to_dict(), "grayscale": False})
+    with pytest.raises(EmorecError, match="cannot initialise"):
+        init_weights(create_model("mobilenet_v2", num_classes=5, in_chans=3, pretrained=False), wrong)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(split_dir, weights_dir, tmp_path):
     cfg = tiny_cfg(split_dir, tmp_path, weights_dir, epochs_stage1=2, epochs_stage2=2)
