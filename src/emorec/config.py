@@ -96,6 +96,9 @@ class Config:
     use_focal: bool = False
     focal_gamma: float = 2.0
     label_smoothing: float = 0.1
+    # Train on the annotators' vote shares (FER+ votes.csv of the split) instead of one-hot
+    # folder labels; validation and evaluation keep the folder (majority) labels.
+    soft_labels: bool = False
 
     # --- optimisation ---
     lr_schedule: str = "cosine"  # cosine | plateau

@@ -1,8 +1,9 @@
 """Sources -> harmonised labels -> duplicate groups -> split -> ``<out>/{train,val,test}/<class>/``.
 
 Files are copied byte for byte (never re-encoded) as ``<source>__<name>``. Beside them:
-``manifest.csv`` (one row per written file, see :data:`MANIFEST_FIELDS`) and
-``data_report.json`` (what was read, found, dropped and written). The split is built in a
+``manifest.csv`` (one row per written file, see :data:`MANIFEST_FIELDS`),
+``data_report.json`` (what was read, found, dropped and written) and, when a source carries
+FER+ annotator votes, ``votes.csv`` (see :mod:`votes`). The split is built in a
 sibling folder and moved into place at the end, so a failed run leaves no half-written split.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from emorec.data.dedup import average_hash, decode, find_groups, fingerprint, gr
 from emorec.data.labels import CANONICAL_CLASSES
 from emorec.data.sources import Entry, Source, open_sources
 from emorec.data.split import SPLITS, assign_splits
+from emorec.data.votes import VOTES_FIELDS, VOTES_FILE, SourceVotes, source_votes
 from emorec.errors import EmorecError
 
 MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original", "group", "leak", "conflict"]
@@ -169,6 +171,17 @@ def _warn_inputs(report: dict, sc: Scan) -> None:
             warn(f"{name}: skipped {len(bad)} unreadable images (first: {bad[0]['error']})")
 
 
+def _read_votes(sources: list[Source], report: dict) -> dict[str, SourceVotes]:
+    votes = {s.name: source_votes(s) for s in sources}
+    report["votes"] = {"file": None, "images": 0, "sources": {
+        name: {"files": v.files, "rows": len(v.votes), "bad_rows": len(v.bad_rows)}
+        for name, v in votes.items() if v.files or v.bad_rows}}
+    for name, v in votes.items():
+        if v.bad_rows:
+            warn(f"{name}: ignored {len(v.bad_rows)} malformed vote row(s) (first: {v.bad_rows[0]})")
+    return votes
+
+
 def _unique_name(used: set, folder: str, source: str, name: str) -> str:
     base = PurePosixPath(name)
     candidate, k = f"{source}__{base.name}", 2
@@ -213,6 +226,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
         "conflict": {s: 0 for s in SPLITS},
     }
     _warn_inputs(report, sc)
+    votes = _read_votes(sc.sources, report)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial"
@@ -221,7 +235,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
         for s in SPLITS:
             for c in active:
                 (tmp / s / c).mkdir(parents=True)
-        rows, used = [], set()
+        rows, vote_rows, used = [], [], set()
         for i in tqdm(keep, desc="writing split", unit="img", leave=False):
             e, split = sc.entries[i], plan.dest[i]
             name = _unique_name(used, f"{split}/{e.label}", e.source, e.name)
@@ -230,6 +244,9 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
             rows.append({"path": path, "split": split, "label": e.label, "source": e.source,
                          "source_split": e.split or "", "original": e.name, "group": plan.group[i] or "",
                          "leak": int(plan.leak[i]), "conflict": int(plan.conflict[i])})
+            counts = votes[e.source].lookup(e.split, e.name)
+            if counts is not None:
+                vote_rows.append({"path": path, **counts})
             report["written"][split][e.label] += 1
             report["leak"][split] += plan.leak[i]
             report["conflict"][split] += plan.conflict[i]
@@ -237,6 +254,12 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
             writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
+        if vote_rows:
+            with open(tmp / VOTES_FILE, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=VOTES_FIELDS)
+                writer.writeheader()
+                writer.writerows(vote_rows)
+            report["votes"].update(file=VOTES_FILE, images=len(vote_rows))
         (tmp / "data_report.json").write_text(json.dumps(report, indent=2))
         if out.exists():
             shutil.rmtree(out)

@@ -3,10 +3,12 @@
 FER-sized images are tiny, so a whole split fits in memory (36k faces at 112 px ~ 450 MB);
 batches are then plain tensor indexing and augmentation runs on whole batches, which keeps
 Python out of the hot loop. Decoded arrays are cached in ``cfg.cache_dir`` keyed by the
-file list, so a second run starts in seconds.
+file list, so a second run starts in seconds. Soft targets (FER+ votes) are read from the
+split's ``votes.csv`` on every load, never cached, so they always match that file.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from emorec.data.votes import VOTES_FILE
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
 from emorec.preprocess import face_to_array
@@ -33,6 +36,7 @@ class SplitData:
     paths: list[str]
     classes: list[str]
     skipped: int = 0
+    soft: torch.Tensor | None = None  # (N, K) float32 targets from annotator votes (SOFT_LABELS)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -67,9 +71,61 @@ def _subsample(labels: list[int], max_per_class: int | None, seed: int) -> list[
     return sorted(np.concatenate(keep).tolist())
 
 
+def read_votes(data_dir: Path, classes: list[str]) -> dict[str, list[float]]:
+    """``<data_dir>/votes.csv`` -> {path relative to ``data_dir``: votes for each of ``classes``}."""
+    path = Path(data_dir) / VOTES_FILE
+    if not path.is_file():
+        raise EmorecError(f"SOFT_LABELS is on but {path} does not exist; prepare the split from a source "
+                          "with FER+ vote files (<split>_label_votes.csv), e.g. ferplus.zip")
+    out = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ["path", *classes] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise EmorecError(f"{path}: no column {missing[0]!r}")
+        for row in reader:
+            try:
+                counts = [float(row[c]) for c in classes]
+                valid = all(n >= 0 for n in counts)  # False for NaN too
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise EmorecError(f"{path}:{reader.line_num}: vote counts must be numbers >= 0")
+            out[row["path"]] = counts
+    return out
+
+
+def soft_targets(votes: dict[str, list[float]], rel_paths: list[str], labels: np.ndarray,
+                 num_classes: int) -> tuple[torch.Tensor, int]:
+    """Votes of the active classes renormalised to sum 1, one row per image; an image without
+    votes (or none for an active class) gets the one-hot of its folder label. Also returns how
+    many images fell back to one-hot."""
+    soft = np.eye(num_classes, dtype=np.float32)[labels]
+    fallback = 0
+    for i, rel in enumerate(rel_paths):
+        v = np.asarray(votes.get(rel, ()), dtype=np.float32)
+        if v.sum() > 0:
+            soft[i] = v / v.sum()
+        else:
+            fallback += 1
+    return torch.from_numpy(soft), fallback
+
+
+def _with_soft(data: SplitData, data_dir: Path, votes: dict[str, list[float]]) -> SplitData:
+    rel = [Path(p).relative_to(data_dir).as_posix() for p in data.paths]
+    data.soft, fallback = soft_targets(votes, rel, data.labels.numpy(), len(data.classes))
+    if fallback:
+        print(f"warning: {fallback} of {len(data)} images have no votes for the active classes in "
+              f"{Path(data_dir) / VOTES_FILE}; their target is the folder label")
+    return data
+
+
 def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, grayscale: bool,
                cache_dir: Path | None = None, max_per_class: int | None = None, seed: int = 0,
-               progress: bool = True) -> SplitData:
+               progress: bool = True, soft_labels: bool = False) -> SplitData:
+    """Decode (or read from the cache) one split; with ``soft_labels`` also attach the
+    per-image soft targets from ``<data_dir>/votes.csv``."""
+    votes = read_votes(data_dir, classes) if soft_labels else None  # fail before the slow decode
     paths, labels = list_split(data_dir, split, classes)
     keep = _subsample(labels, max_per_class, seed)
     paths = [paths[i] for i in keep]
@@ -84,8 +140,9 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     if cache is not None and cache.is_file():
         z = np.load(cache)
         ok = z["ok"]
-        return SplitData(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
+        data = SplitData(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
                          [str(p) for p, good in zip(paths, ok) if good], list(classes), int((~ok).sum()))
+        return _with_soft(data, data_dir, votes) if soft_labels else data
 
     c = 1 if grayscale else 3
     images = np.empty((len(paths), c, img_size, img_size), dtype=np.uint8)
@@ -104,8 +161,9 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(tmp, images=images, labels=lab, ok=ok)
         os.replace(tmp, cache)
-    return SplitData(torch.from_numpy(images), torch.from_numpy(lab),
+    data = SplitData(torch.from_numpy(images), torch.from_numpy(lab),
                      [str(p) for p, good in zip(paths, ok) if good], list(classes), int((~ok).sum()))
+    return _with_soft(data, data_dir, votes) if soft_labels else data
 
 
 def class_weights(counts: np.ndarray) -> torch.Tensor:

@@ -28,7 +28,10 @@ def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, lo
             continue
         x = train_transform(data.images[idx], cfg, g).contiguous(memory_format=torch.channels_last)
         y = data.labels[idx]
-        target = one_hot(y, len(data.classes), cfg.label_smoothing)
+        if data.soft is None:
+            target = one_hot(y, len(data.classes), cfg.label_smoothing)
+        else:  # annotator votes (SOFT_LABELS), smoothed towards uniform the same way one_hot does
+            target = data.soft[idx] * (1.0 - cfg.label_smoothing) + cfg.label_smoothing / len(data.classes)
         if use_mix:
             x, target = mix_batch(x, target, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.cutmix_prob, rng)
         logits = model(x)

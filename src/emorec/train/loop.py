@@ -113,7 +113,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
 
         # Rank 0 decodes and caches; the others then read the cache.
         load = lambda split, cap: load_split(cfg.data_dir, split, cfg.active_classes, cfg.img_size, cfg.grayscale,
-                                             cfg.cache_dir, cap, cfg.seed, progress=main and show_progress)
+                                             cfg.cache_dir, cap, cfg.seed, progress=main and show_progress,
+                                             soft_labels=cfg.soft_labels and split == "train")
         if not main:
             _barrier(world)
         train_data, val_data = load("train", cfg.max_train_per_class), load("val", cfg.max_eval_per_class)

@@ -1,0 +1,259 @@
+"""FER+ soft labels: vote CSVs -> votes.csv of a prepared split -> soft targets -> training."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from emorec.config import DEFAULT_CLASSES, Config, load_config
+from emorec.data import CANONICAL_CLASSES, prepare
+from emorec.errors import EmorecError
+from emorec.train.dataset import SplitData, load_split
+from emorec.train.engine import train_one_epoch
+from emorec.train.losses import SoftTargetCrossEntropy
+
+# FER+'s vote columns and the canonical class each one counts for (None: not a class)
+FERPLUS = [("neutral", "neutral"), ("happiness", "happy"), ("surprise", "surprise"), ("sadness", "sad"),
+           ("anger", "angry"), ("disgust", "disgust"), ("fear", "fear"), ("contempt", "contempt"),
+           ("unknown", None), ("NF", None)]
+ACTIVE = ["angry", "happy", "sad"]
+
+
+def canonical_votes(raw: list[int]) -> dict[str, int]:
+    out = dict.fromkeys(CANONICAL_CLASSES, 0)
+    for (_, label), n in zip(FERPLUS, raw):
+        if label:
+            out[label] += n
+    return out
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --- a tiny FER+-style source -----------------------------------------------------------------
+
+# (split, class folder, file) -> raw FER+ votes in column order; None: the file has no vote row
+FILES = {
+    ("train", "happy", "fer0000001.png"): [1, 6, 0, 2, 1, 0, 0, 0, 0, 0],
+    ("train", "happy", "fer0000002.png"): [0, 10, 0, 0, 0, 0, 0, 0, 0, 0],
+    ("train", "happy", "fer0000003.png"): None,
+    ("train", "sad", "fer0000004.png"): [0, 3, 0, 5, 0, 0, 0, 0, 2, 0],
+    ("train", "sad", "fer0000005.png"): [7, 0, 0, 0, 0, 0, 0, 3, 0, 0],  # no vote for an active class
+    ("train", "sad", "fer0000006.png"): None,  # its row is malformed
+    ("train", "angry", "fer0000007.png"): [0, 0, 0, 0, 4, 0, 2, 0, 0, 4],
+    ("train", "angry", "fer0000008.png"): None,  # its row is malformed
+    ("train", "angry", "fer0000009.png"): [0, 0, 0, 0, 10, 0, 0, 0, 0, 0],
+    ("test", "happy", "fer0000001.png"): [0, 7, 3, 0, 0, 0, 0, 0, 0, 0],  # same name as a train file
+    ("test", "sad", "fer0000010.png"): [0, 0, 0, 10, 0, 0, 0, 0, 0, 0],
+}
+BAD_ROWS = {"train": ['fer0000006.png,"(0, 0, 48, 48)",1,x,0,0,0,0,0,0,0,0',
+                      'fer0000008.png,"(0, 0, 48, 48)",1,2,3']}
+
+
+def face_png(seed: int) -> bytes:
+    """48x48 grey PNG whose 8x8 block pattern makes it distinct from every other seed."""
+    pattern = (np.random.default_rng(seed).integers(0, 2, (8, 8)) * 170 + 40).astype(np.uint8)
+    return cv2.imencode(".png", cv2.resize(pattern, (48, 48), interpolation=cv2.INTER_NEAREST))[1].tobytes()
+
+
+def vote_csvs() -> dict[str, str]:
+    text = {}
+    for split in ("train", "test"):
+        lines = [f'{f},"(0, 0, 48, 48)",' + ",".join(map(str, v))
+                 for (s, _, f), v in FILES.items() if s == split and v is not None]
+        lines += BAD_ROWS.get(split, [])
+        text[f"{split}_label_votes.csv"] = "\n".join(lines) + "\n"
+    return text
+
+
+def make_source(root: Path, as_zip: bool) -> Path:
+    members = {f"{s}/{c}/{f}": face_png(i) for i, (s, c, f) in enumerate(FILES)}
+    members.update({k: v.encode() for k, v in vote_csvs().items()})
+    if as_zip:
+        path = root / "tinyplus.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        return path
+    for name, data in members.items():
+        (root / "tinyplus" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "tinyplus" / name).write_bytes(data)
+    return root / "tinyplus"
+
+
+@pytest.mark.parametrize("as_zip", [True, False], ids=["zip", "folder"])
+def test_prepare_writes_votes_of_each_file(tmp_path, capsys, as_zip):
+    out = tmp_path / "split"
+    report = prepare(load_config(overrides={"active_classes": ",".join(ACTIVE)}), [make_source(tmp_path, as_zip)], out)
+    manifest = {r["path"]: r for r in read_csv(out / "manifest.csv")}
+    assert len(manifest) == len(FILES)
+    with open(out / "votes.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["path", *CANONICAL_CLASSES]
+    rows = read_csv(out / "votes.csv")
+    expected = {}
+    for path, m in manifest.items():
+        raw = FILES[(m["source_split"], m["label"], Path(m["original"]).name)]
+        if raw is not None:
+            expected[path] = {k: str(v) for k, v in canonical_votes(raw).items()}
+    assert {r["path"]: {c: r[c] for c in CANONICAL_CLASSES} for r in rows} == expected
+    # the vote row is found by (source split, file name): the test file of the same name has its own votes
+    by_original = {(m["source_split"], m["original"]): p for p, m in manifest.items()}
+    assert expected[by_original[("test", "test/happy/fer0000001.png")]]["surprise"] == "3"
+    assert expected[by_original[("train", "train/happy/fer0000001.png")]]["surprise"] == "0"
+    assert report["votes"]["images"] == len(rows) == 8
+    assert report["votes"]["sources"]["tinyplus"]["bad_rows"] == 2
+    assert json.loads((out / "data_report.json").read_text())["votes"] == report["votes"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "ignored 2 malformed vote row(s)" in warnings[0]
+
+
+def test_no_vote_files_no_votes_csv(tmp_path, capsys):
+    src = tmp_path / "plain"
+    for i, (s, c, f) in enumerate(FILES):
+        (src / s / c).mkdir(parents=True, exist_ok=True)
+        (src / s / c / f).write_bytes(face_png(i))
+    report = prepare(load_config(overrides={"active_classes": ",".join(ACTIVE)}), [src], tmp_path / "out")
+    assert not (tmp_path / "out" / "votes.csv").exists()
+    assert report["votes"] == {"file": None, "images": 0, "sources": {}}
+    assert "warning:" not in capsys.readouterr().err
+
+
+def test_soft_targets_from_votes_csv(tmp_path):
+    out, cache = tmp_path / "split", tmp_path / "cache"
+    prepare(load_config(overrides={"active_classes": ",".join(ACTIVE)}), [make_source(tmp_path, True)], out)
+    manifest = {r["path"]: r for r in read_csv(out / "manifest.csv")}
+    load = lambda soft: load_split(out, "train", ACTIVE, 48, True, cache, soft_labels=soft, progress=False)
+    data = load(True)
+    assert data.soft.dtype == torch.float32 and data.soft.shape == (len(data), len(ACTIVE))
+    for path, target, label in zip(data.paths, data.soft, data.labels):
+        m = manifest[Path(path).relative_to(out).as_posix()]
+        raw = FILES[(m["source_split"], m["label"], Path(m["original"]).name)]
+        votes = np.array([canonical_votes(raw)[c] for c in ACTIVE], np.float32) if raw else np.zeros(len(ACTIVE))
+        want = votes / votes.sum() if votes.sum() else np.eye(len(ACTIVE))[int(label)]
+        assert np.allclose(target.numpy(), want), path
+    first_path = next(p for p, m in manifest.items() if m["original"] == "train/happy/fer0000001.png")
+    first = data.paths.index(str(out / first_path))
+    assert np.allclose(data.soft[first].numpy(), [1 / 9, 6 / 9, 2 / 9])  # neutral's vote dropped
+
+    # soft targets are never cached: the npz is reused, votes.csv is read again
+    assert load(False).soft is None
+    rows = read_csv(out / "votes.csv")
+    for r in rows:
+        r.update(angry="1", happy="1", sad="2")
+    with open(out / "votes.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", *CANONICAL_CLASSES])
+        writer.writeheader()
+        writer.writerows(rows)
+    assert np.allclose(load(True).soft[first].numpy(), [0.25, 0.25, 0.5])
+    assert len(list(cache.glob("*.npz"))) == 1
+
+    (out / "votes.csv").write_text("path,angry,happy,sad\ntrain/happy/x.png,1,many,0\n")
+    with pytest.raises(EmorecError, match=r"votes.csv:2: vote counts must be numbers >= 0"):
+        load(True)
+    (out / "votes.csv").unlink()
+    with pytest.raises(EmorecError, match="SOFT_LABELS is on but .*votes.csv does not exist"):
+        load(True)
+
+
+# --- the training step ------------------------------------------------------------------------
+
+class Recorder(SoftTargetCrossEntropy):
+    def __init__(self):
+        super().__init__()
+        self.targets = []
+
+    def forward(self, logits, target):
+        self.targets.append(target.clone())
+        return super().forward(logits, target)
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_train_one_epoch_uses_soft_targets(soft):
+    """Folder label 1 everywhere, votes favour class 0, the model always says class 0 (lr 0):
+    train accuracy counts the target's argmax, so it is 1 with votes and 0 without."""
+    n, k = 12, 3
+    soft_t = torch.tensor([[0.6, 0.3, 0.1]] * n)
+    data = SplitData(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8), torch.ones(n, dtype=torch.int64),
+                     [f"{i}.png" for i in range(n)], ["a", "b", "c"], soft=soft_t if soft else None)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, k))
+    torch.nn.init.zeros_(model[1].weight)
+    with torch.no_grad():
+        model[1].bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    cfg = Config(use_aug=False, batch_size=4, label_smoothing=0.3)
+    loss = Recorder()
+    idx = torch.randperm(n)
+    stats = train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss, cfg,
+                            use_mix=False, epoch=1, seed=0, show_progress=False)
+    base = soft_t if soft else torch.nn.functional.one_hot(data.labels, k).float()
+    assert torch.allclose(torch.cat(loss.targets), base[idx] * 0.7 + 0.1)
+    assert stats["train_acc"] == (1.0 if soft else 0.0)
+
+    loss.targets.clear()  # MixUp/CutMix blend soft targets like one-hot ones: still distributions
+    train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss,
+                    cfg.with_overrides({"mixup_alpha": 1.0, "cutmix_prob": 0.5}), use_mix=True, epoch=1, seed=1,
+                    show_progress=False)
+    assert torch.allclose(torch.cat(loss.targets).sum(1), torch.ones(n))
+
+
+# --- real FER+ --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ferplus_split(ferplus_zip, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ferplus") / "split"
+    prepare(Config(), [ferplus_zip], out)
+    yield out
+    shutil.rmtree(out)  # 18k files: not left for pytest's next temp-dir cleanup
+
+
+def test_ferplus_votes_csv_matches_source(ferplus_split, ferplus_zip):
+    manifest = {r["path"]: r for r in read_csv(ferplus_split / "manifest.csv")}
+    rows = read_csv(ferplus_split / "votes.csv")
+    assert len(rows) == len(manifest)  # every FER+ image has a vote row
+    with zipfile.ZipFile(ferplus_zip) as zf:
+        text = {s: zf.read(f"{s}_label_votes.csv").decode() for s in ("train", "val", "test")}
+    raw = {s: {r[0]: [int(v) for v in r[2:]] for r in csv.reader(io.StringIO(t))} for s, t in text.items()}
+    for r in rows[:: len(rows) // 25]:
+        m = manifest[r["path"]]
+        source_row = raw[m["source_split"]][Path(m["original"]).name]
+        assert {c: int(r[c]) for c in CANONICAL_CLASSES} == canonical_votes(source_row), r["path"]
+
+
+def test_ferplus_soft_targets_follow_the_majority(ferplus_split):
+    data = load_split(ferplus_split, "train", DEFAULT_CLASSES, 48, True, max_per_class=60, soft_labels=True,
+                      progress=False)
+    assert torch.allclose(data.soft.sum(1), torch.ones(len(data)))
+    agree = (data.soft.argmax(1) == data.labels).float().mean().item()
+    assert agree >= 0.95  # FER+ folders are the majority vote; ties may break the other way
+    assert (data.soft.max(1).values < 1).any()  # and the votes are really soft
+
+
+def test_fit_with_soft_labels(ferplus_split, weights_dir, tmp_path, monkeypatch):
+    import emorec.train.loop as loop
+
+    seen = []
+
+    def spy(model, data, *args, **kw):
+        seen.append(data.soft)
+        return train_one_epoch(model, data, *args, **kw)
+
+    monkeypatch.setattr(loop, "train_one_epoch", spy)
+    cfg = tiny_cfg(ferplus_split, tmp_path, weights_dir, soft_labels=True, img_size=32, batch_size=16,
+                   max_train_per_class=12, max_eval_per_class=6, epochs_stage1=1, epochs_stage2=0)
+    summary = loop.fit(cfg, show_progress=False)
+    assert summary["epochs"] == 1 and np.isfinite(summary["best"])
+    assert len(seen) == 1 and seen[0].shape == (12 * len(DEFAULT_CLASSES), len(DEFAULT_CLASSES))
+    assert json.loads((tmp_path / "reports" / "training_logs.json").read_text())["config"]["soft_labels"] is True
+
+    with pytest.raises(EmorecError, match="SOFT_LABELS"):
+        loop.fit(cfg.with_overrides({"data_dir": str(tmp_path / "no_votes")}), show_progress=False)
