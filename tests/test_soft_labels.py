@@ -17,6 +17,7 @@ from conftest import tiny_cfg
 from emorec.config import DEFAULT_CLASSES, Config, load_config
 from emorec.data import CANONICAL_CLASSES, prepare
 from emorec.errors import EmorecError
+from emorec.data.report import format_report
 from emorec.train.dataset import SplitData, load_split
 from emorec.train.engine import train_one_epoch
 from emorec.train.losses import SoftTargetCrossEntropy
@@ -114,6 +115,7 @@ def test_prepare_writes_votes_of_each_file(tmp_path, capsys, as_zip):
     assert report["votes"]["images"] == len(rows) == 8
     assert report["votes"]["sources"]["tinyplus"]["bad_rows"] == 2
     assert json.loads((out / "data_report.json").read_text())["votes"] == report["votes"]
+    assert "annotator votes for 8 written files" in format_report(report)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "ignored 2 malformed vote row(s)" in warnings[0]
 
@@ -126,6 +128,7 @@ def test_no_vote_files_no_votes_csv(tmp_path, capsys):
     report = prepare(load_config(overrides={"active_classes": ",".join(ACTIVE)}), [src], tmp_path / "out")
     assert not (tmp_path / "out" / "votes.csv").exists()
     assert report["votes"] == {"file": None, "images": 0, "sources": {}}
+    assert "annotator votes" not in format_report(report)
     assert "warning:" not in capsys.readouterr().err
 
 

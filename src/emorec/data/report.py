@@ -77,6 +77,9 @@ def format_report(report: dict) -> str:
     lines.append(f"written to {report['out_dir']}:")
     lines.append(format_counts(report["written"]))
     lines.append(_leak_line(report["leak"]))
+    if report.get("votes", {}).get("images"):
+        lines.append(f"annotator votes for {report['votes']['images']:,} written files in {report['votes']['file']} "
+                     "(SOFT_LABELS can train on them)")
     return "\n".join(lines)
 
 
