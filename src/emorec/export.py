@@ -14,7 +14,6 @@ import numpy as np
 
 from emorec import __version__
 from emorec.config import Config
-from emorec.errors import EmorecError
 from emorec.inference.types import META_KEY, ModelInfo
 
 

@@ -28,7 +28,7 @@ from emorec.data.dedup import average_hash, decode, find_groups, fingerprint, gr
 from emorec.data.labels import CANONICAL_CLASSES
 from emorec.data.sources import Entry, Source, open_sources
 from emorec.data.split import SPLITS, assign_splits
-from emorec.data.votes import VOTES_FIELDS, VOTES_FILE, SourceVotes, source_votes
+from emorec.data.votes import VOTES_FILE, SourceVotes, source_votes, write_votes
 from emorec.errors import EmorecError
 
 MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original", "group", "leak", "conflict"]
@@ -255,10 +255,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
             writer.writeheader()
             writer.writerows(rows)
         if vote_rows:
-            with open(tmp / VOTES_FILE, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=VOTES_FIELDS)
-                writer.writeheader()
-                writer.writerows(vote_rows)
+            write_votes(tmp / VOTES_FILE, vote_rows)
             report["votes"].update(file=VOTES_FILE, images=len(vote_rows))
         (tmp / "data_report.json").write_text(json.dumps(report, indent=2))
         if out.exists():

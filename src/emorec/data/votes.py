@@ -12,10 +12,11 @@ import io
 import re
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from emorec.data.labels import CANONICAL_CLASSES, canonical_label, split_name
 from emorec.data.sources import Source
+from emorec.errors import EmorecError
 
 # FER+'s vote columns in file order; "unknown" and "NF" (not a face) are no classes and are dropped.
 FERPLUS_COLUMNS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
@@ -101,3 +102,35 @@ def source_votes(source: Source) -> SourceVotes:
         found.files.append(name)
         parse_votes(text, name, split, found)
     return found
+
+
+def write_votes(path: Path, rows: list[dict]) -> None:
+    """``votes.csv`` of a prepared split: one row per written file that has votes."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=VOTES_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_votes(data_dir: Path, classes: list[str]) -> dict[str, list[float]]:
+    """``<data_dir>/votes.csv`` -> {path relative to ``data_dir``: votes for each of ``classes``}."""
+    path = Path(data_dir) / VOTES_FILE
+    if not path.is_file():
+        raise EmorecError(f"SOFT_LABELS is on but {path} does not exist; prepare the split from a source "
+                          "with FER+ vote files (<split>_label_votes.csv), e.g. ferplus.zip")
+    out = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ["path", *classes] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise EmorecError(f"{path}: no column {missing[0]!r}")
+        for row in reader:
+            try:
+                counts = [float(row[c]) for c in classes]
+                valid = all(n >= 0 for n in counts)  # False for NaN too
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise EmorecError(f"{path}:{reader.line_num}: vote counts must be numbers >= 0")
+            out[row["path"]] = counts
+    return out

@@ -72,18 +72,27 @@ def load_pretrained(model: nn.Module, pretrained: bool | str | os.PathLike = Tru
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EmorecError(f"weights file {path} does not hold a state dict of tensors")
 
+    return load_state(model, state, f"weights file {path}")
+
+
+def load_state(model: nn.Module, state: dict, origin: str, drop_head: bool = False) -> nn.Module:
+    """Load a state dict (ImageNet file or another emorec checkpoint) into ``model``. The
+    classifier is dropped, leaving the model's fresh head, when ``drop_head`` is set or its
+    shape differs; every other key must fit. ``origin`` names the source in errors."""
+    cfg = model.pretrained_cfg
     head = cfg["classifier"] + "."
     own = model.state_dict()
-    dropped = {k for k, v in state.items() if k.startswith(head) and (k not in own or own[k].shape != v.shape)}
+    dropped = {k for k, v in state.items()
+               if k.startswith(head) and (drop_head or k not in own or own[k].shape != v.shape)}
     state = {k: v for k, v in state.items() if k not in dropped}
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise EmorecError(f"weights file {path} does not fit {cfg['architecture']}: {_first_mismatch(str(e))}") from None
+        raise EmorecError(f"{origin} does not fit {cfg['architecture']}: {_first_mismatch(str(e))}") from None
     missing = [k for k in result.missing_keys if not (k.startswith(head) and dropped)]
     if missing or result.unexpected_keys:
         raise EmorecError(
-            f"weights file {path} does not fit {cfg['architecture']}: {len(missing)} missing keys "
+            f"{origin} does not fit {cfg['architecture']}: {len(missing)} missing keys "
             f"{missing[:3]}, {len(result.unexpected_keys)} unexpected keys {result.unexpected_keys[:3]}"
         )
     return model

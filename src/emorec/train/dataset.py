@@ -8,7 +8,6 @@ split's ``votes.csv`` on every load, never cached, so they always match that fil
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from emorec.data.votes import VOTES_FILE
+from emorec.data.votes import VOTES_FILE, read_votes
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
 from emorec.preprocess import face_to_array
@@ -69,30 +68,6 @@ def _subsample(labels: list[int], max_per_class: int | None, seed: int) -> list[
     lab = np.asarray(labels)
     keep = [rng.permutation(idx[lab == c])[:max_per_class] for c in np.unique(lab)]
     return sorted(np.concatenate(keep).tolist())
-
-
-def read_votes(data_dir: Path, classes: list[str]) -> dict[str, list[float]]:
-    """``<data_dir>/votes.csv`` -> {path relative to ``data_dir``: votes for each of ``classes``}."""
-    path = Path(data_dir) / VOTES_FILE
-    if not path.is_file():
-        raise EmorecError(f"SOFT_LABELS is on but {path} does not exist; prepare the split from a source "
-                          "with FER+ vote files (<split>_label_votes.csv), e.g. ferplus.zip")
-    out = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ["path", *classes] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise EmorecError(f"{path}: no column {missing[0]!r}")
-        for row in reader:
-            try:
-                counts = [float(row[c]) for c in classes]
-                valid = all(n >= 0 for n in counts)  # False for NaN too
-            except (TypeError, ValueError):
-                valid = False
-            if not valid:
-                raise EmorecError(f"{path}:{reader.line_num}: vote counts must be numbers >= 0")
-            out[row["path"]] = counts
-    return out
 
 
 def soft_targets(votes: dict[str, list[float]], rel_paths: list[str], labels: np.ndarray,

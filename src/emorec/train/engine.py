@@ -11,7 +11,7 @@ from tqdm import tqdm
 from emorec.config import Config
 from emorec.train.augment import eval_transform, train_transform
 from emorec.train.dataset import SplitData
-from emorec.train.mix import mix_batch, one_hot
+from emorec.train.mix import mix_batch, one_hot, smooth
 
 
 def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, loss_fn, cfg: Config,
@@ -28,10 +28,9 @@ def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, lo
             continue
         x = train_transform(data.images[idx], cfg, g).contiguous(memory_format=torch.channels_last)
         y = data.labels[idx]
-        if data.soft is None:
-            target = one_hot(y, len(data.classes), cfg.label_smoothing)
-        else:  # annotator votes (SOFT_LABELS), smoothed towards uniform the same way one_hot does
-            target = data.soft[idx] * (1.0 - cfg.label_smoothing) + cfg.label_smoothing / len(data.classes)
+        # annotator vote shares (SOFT_LABELS) or the folder label, smoothed alike
+        target = smooth(data.soft[idx], cfg.label_smoothing) if data.soft is not None \
+            else one_hot(y, len(data.classes), cfg.label_smoothing)
         if use_mix:
             x, target = mix_batch(x, target, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.cutmix_prob, rng)
         logits = model(x)

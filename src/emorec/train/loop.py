@@ -23,6 +23,7 @@ import torch.distributed as dist
 from emorec.config import Config
 from emorec.errors import EmorecError
 from emorec.models import create_model, set_trainable
+from emorec.models.weights import load_state
 from emorec.train.checkpoint import load_checkpoint, save_atomic
 from emorec.train.dataset import class_weights, epoch_indices, load_split
 from emorec.train.engine import evaluate, train_one_epoch
@@ -105,8 +106,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             say(f"resuming from {models_dir / LAST}: stage {state['stage']}, epoch {state['epoch'] + 1}")
 
         # INIT_FROM replaces the ImageNet weights, so they are not needed then.
-        model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=not (cfg.init_from or state), in_chans=cfg.in_chans,
-                             drop_rate=cfg.dropout, weights_dir=cfg.weights_dir)
+        model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=not (cfg.init_from or state),
+                             in_chans=cfg.in_chans, drop_rate=cfg.dropout, weights_dir=cfg.weights_dir)
         if cfg.init_from and not state:
             say(init_weights(model, cfg))
         model = model.to(memory_format=torch.channels_last)
@@ -207,15 +208,9 @@ def init_weights(model: torch.nn.Module, cfg: Config) -> str:
     if src["backbone"] != cfg.backbone or bool(src["grayscale"]) != cfg.grayscale:
         raise EmorecError(f"INIT_FROM {cfg.init_from}: a {src['backbone']} checkpoint (grayscale={src['grayscale']}) "
                           f"cannot initialise {cfg.backbone} (grayscale={cfg.grayscale})")
-    weights = ckpt["model"]
-    same_classes = list(ckpt.get("classes", src["active_classes"])) == cfg.active_classes
-    head = model.pretrained_cfg["classifier"] + "."
-    if not same_classes:
-        weights = {k: v for k, v in weights.items() if not k.startswith(head)}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or any(not k.startswith(head) for k in missing):
-        raise EmorecError(f"INIT_FROM {cfg.init_from}: weights do not fit {cfg.backbone}")
-    kept = "all weights" if same_classes else f"backbone only (classes {ckpt.get('classes')} -> {cfg.active_classes})"
+    same_classes = ckpt["classes"] == cfg.active_classes
+    load_state(model, ckpt["model"], f"INIT_FROM {cfg.init_from}", drop_head=not same_classes)
+    kept = "all weights" if same_classes else f"backbone only (classes {ckpt['classes']} -> {cfg.active_classes})"
     return f"initialised from {cfg.init_from}: {kept}"
 
 

@@ -6,9 +6,13 @@ import torch
 import torch.nn.functional as F
 
 
+def smooth(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Label smoothing: move each target row ``smoothing`` of the way towards uniform."""
+    return targets * (1.0 - smoothing) + smoothing / targets.shape[1]
+
+
 def one_hot(y: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    off = smoothing / num_classes
-    return F.one_hot(y, num_classes).float() * (1.0 - smoothing) + off
+    return smooth(F.one_hot(y, num_classes).float(), smoothing)
 
 
 def mix_batch(x: torch.Tensor, targets: torch.Tensor, mixup_alpha: float, cutmix_alpha: float,
