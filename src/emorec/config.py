@@ -75,6 +75,10 @@ class Config:
     balanced_sampling: bool = True
     use_class_weights: bool = True
     num_threads: int = 0  # torch intra-op threads for training (0: library default)
+    # Training device: auto (a CUDA GPU when torch sees one, else CPU) | cpu | cuda | cuda:N.
+    # On a GPU the decoded split, augmentation and the model all live there, under bf16 autocast.
+    device: str = "auto"
+    max_minutes: float = 0.0  # stop training after the epoch that passes this (0: no limit)
 
     # --- image-level augmentation ---
     use_aug: bool = True
@@ -165,6 +169,8 @@ class Config:
             raise EmorecError(f"DETECTOR must be yunet, haar or none, got {self.detector!r}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
             raise EmorecError("VAL_FRACTION and TEST_FRACTION must be in [0, 1) and sum to less than 1")
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise EmorecError(f"DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.img_size < 32:
             raise EmorecError(f"IMG_SIZE must be at least 32, got {self.img_size}")
         return self

@@ -19,6 +19,10 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
 
+# Random draws come from the CPU generator ``g`` (the same numbers on any device) and
+# then move to the batch's device.
+
+
 def geometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     angle = _uniform(n, -cfg.aug_rot, cfg.aug_rot, g) * math.pi / 180.0
@@ -31,16 +35,16 @@ def geometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
         torch.stack([cos * flip, -sin, tx], dim=1),
         torch.stack([sin * flip, cos, ty], dim=1),
     ], dim=1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def photometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
     n, s = x.shape[0], cfg.color_jitter
     shape = (n, 1, 1, 1)
-    brightness = _uniform(n, -s / 2, s / 2, g).view(shape)
-    contrast = _uniform(n, 1 - s, 1 + s, g).view(shape)
-    gamma = torch.exp(_uniform(n, -s, s, g)).view(shape)
+    brightness = _uniform(n, -s / 2, s / 2, g).view(shape).to(x.device)
+    contrast = _uniform(n, 1 - s, 1 + s, g).view(shape).to(x.device)
+    gamma = torch.exp(_uniform(n, -s, s, g)).view(shape).to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
     return x.clamp_min(1e-6) ** gamma
@@ -48,7 +52,7 @@ def photometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tenso
 
 def blur(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
     """Down-and-up resize on a random subset: faces from low-resolution cameras."""
-    pick = torch.rand(x.shape[0], generator=g) < prob
+    pick = (torch.rand(x.shape[0], generator=g) < prob).to(x.device)
     if not pick.any():
         return x
     size = x.shape[-1]

@@ -34,6 +34,9 @@ LAST = "last.pt"
 
 
 def git_commit() -> str:
+    # A copy of the tree without .git (e.g. on a rented GPU machine) is told its commit.
+    if os.environ.get("EMOREC_COMMIT"):
+        return os.environ["EMOREC_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -83,6 +86,19 @@ def _scheduler(cfg: Config, optimizer, epochs: int):
                                                       factor=0.3, patience=max(1, cfg.patience // 2))
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EmorecError(f"DEVICE {name}: torch sees no CUDA GPU (CPU-only torch?); use DEVICE=cpu")
+    return torch.device(name)
+
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    """Weights on the CPU, so a checkpoint loads anywhere."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def _score(entry: dict, monitor: str) -> float:
     return -entry["val_loss"] if monitor == "val_loss" else entry[monitor]
 
@@ -110,7 +126,11 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                              in_chans=cfg.in_chans, drop_rate=cfg.dropout, weights_dir=cfg.weights_dir)
         if cfg.init_from and not state:
             say(init_weights(model, cfg))
-        model = model.to(memory_format=torch.channels_last)
+        device = resolve_device(cfg.device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        model = model.to(device, memory_format=torch.channels_last)
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
 
         # Rank 0 decodes and caches; the others then read the cache.
         load = lambda split, cap: load_split(cfg.data_dir, split, cfg.active_classes, cfg.img_size, cfg.grayscale,
@@ -122,7 +142,12 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         if main:
             _barrier(world)
         counts = train_data.counts()
-        say(f"train {len(train_data)} images {dict(zip(cfg.active_classes, counts.tolist()))}, val {len(val_data)}")
+        say(f"train {len(train_data)} images {dict(zip(cfg.active_classes, counts.tolist()))}, val {len(val_data)}, "
+            f"device {device}")
+        # The whole decoded train split fits on a GPU; batches are then indexed there.
+        train_data.images, train_data.labels = train_data.images.to(device), train_data.labels.to(device)
+        if train_data.soft is not None:
+            train_data.soft = train_data.soft.to(device)
         if (counts == 0).any():
             missing = [c for c, n in zip(cfg.active_classes, counts) if n == 0]
             raise EmorecError(f"no training images for class(es) {', '.join(missing)} in {cfg.data_dir}/train")
@@ -139,6 +164,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             model.load_state_dict(state["model"])
         commit = git_commit()  # the code this run started from
         t0 = time.perf_counter()
+        out_of_time = lambda: bool(cfg.max_minutes) and time.perf_counter() - t0 > cfg.max_minutes * 60
         for spec in _stages(cfg):
             if spec["stage"] < start_stage or spec["epochs"] <= 0:
                 continue
@@ -156,9 +182,9 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             say(f"stage {spec['stage']}: {spec['epochs']} epoch(s), lr {spec['lr']:g}, "
                 f"trainable params {sum(p.numel() for p in params):,}")
             for epoch in range(first, spec["epochs"]):
-                if bad >= cfg.patience:
+                if bad >= cfg.patience or out_of_time():
                     break
-                idx = epoch_indices(train_data.labels, cfg.balanced_sampling, len(history), cfg.seed, rank, world)
+                idx = epoch_indices(train_data.labels.cpu(), cfg.balanced_sampling, len(history), cfg.seed, rank, world)
                 tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, cfg, spec["mix"], len(history) + 1,
                                      seed=cfg.seed * 1000 + rank * 100_000 + len(history), show_progress=main and show_progress)
                 va = evaluate(model, val_data, tta_flip=False)
@@ -182,19 +208,21 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                 if main:
                     meta = {"config": cfg.to_dict(), "classes": cfg.active_classes, "commit": commit}
                     if improved:
-                        save_atomic({"model": model.state_dict(), **meta, "val": {k: entry[k] for k in
+                        save_atomic({"model": _cpu_state(model), **meta, "val": {k: entry[k] for k in
                                      ("val_loss", "val_acc", "val_macro_f1")}, "stage": spec["stage"],
                                      "epoch": epoch}, models_dir / BEST)
-                    save_atomic({"model": model.state_dict(), **meta, "optimizer": optimizer.state_dict(),
+                    save_atomic({"model": _cpu_state(model), **meta, "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(), "stage": spec["stage"], "epoch": epoch,
                                  "history": history, "best": best, "bad_epochs": bad}, models_dir / LAST)
-                    _write_logs(cfg, history, reports_dir, commit)
+                    _write_logs(cfg, history, reports_dir, commit, where)
                 _barrier(world)
             start_epoch = 0
         if not history:
             raise EmorecError("nothing to train: both stages have 0 epochs")
         summary = {"epochs": len(history), "best": best, "monitor": cfg.monitor, "seconds": time.perf_counter() - t0,
-                   "checkpoint": str(models_dir / BEST)}
+                   "checkpoint": str(models_dir / BEST), "device": where}
+        if out_of_time():
+            say(f"stopped: MAX_MINUTES {cfg.max_minutes:g} reached")
         if main:
             cfg.save(models_dir / "config.yaml")
             say(f"done in {summary['seconds']:.0f} s; best {cfg.monitor} {best:.4f}; checkpoint {models_dir / BEST}")
@@ -214,11 +242,11 @@ def init_weights(model: torch.nn.Module, cfg: Config) -> str:
     return f"initialised from {cfg.init_from}: {kept}"
 
 
-def _write_logs(cfg: Config, history: list[dict], reports_dir: Path, commit: str) -> None:
+def _write_logs(cfg: Config, history: list[dict], reports_dir: Path, commit: str, device: str) -> None:
     from emorec.plots import training_curves_png
 
     reports_dir.mkdir(parents=True, exist_ok=True)
     tmp = reports_dir / "training_logs.json.tmp"
-    tmp.write_text(json.dumps({"config": cfg.to_dict(), "commit": commit, "history": history}, indent=2))
+    tmp.write_text(json.dumps({"config": cfg.to_dict(), "commit": commit, "device": device, "history": history}, indent=2))
     os.replace(tmp, reports_dir / "training_logs.json")
     training_curves_png(history, reports_dir / "training_curves.png")
