@@ -58,3 +58,53 @@ def test_export_command_prints_parity_and_rejects_missing_checkpoint(trained, tm
     assert rc == 0 and "top-1 agreement" in out and (tmp_path / "m.onnx").is_file()
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_ensemble_averages_member_probabilities_over_its_classes():
+    import torch
+
+    from emorec.config import DEFAULT_CLASSES, FER_CLASSES
+    from emorec.models import create_model
+    from emorec.models.ensemble import Ensemble
+
+    torch.manual_seed(0)
+    five = create_model("mobilenet_v2", num_classes=5, in_chans=1, pretrained=False).eval()
+    seven = create_model("mobilenet_v2", num_classes=7, in_chans=1, pretrained=False).eval()
+    ens = Ensemble([five, seven], [DEFAULT_CLASSES, FER_CLASSES], DEFAULT_CLASSES).eval()
+    x = torch.rand(3, 1, 48, 48)
+    keep = [FER_CLASSES.index(c) for c in DEFAULT_CLASSES]  # seven's logits for the five classes
+    want = (five(x).softmax(1) + seven(x)[:, keep].softmax(1)) / 2
+    assert torch.allclose(ens(x).softmax(1), want, atol=1e-5)
+    with pytest.raises(Exception, match="lacks disgust"):
+        Ensemble([five], [DEFAULT_CLASSES], FER_CLASSES)
+
+
+def test_several_checkpoints_export_as_one_ensemble_model(trained, tmp_path):
+    import onnx
+    import torch
+
+    from emorec.config import FER_CLASSES, Config
+    from emorec.export import export
+    from emorec.inference.types import META_KEY, ModelInfo
+    from emorec.models import create_model
+
+    # A 7-class member: the trained 5-class backbone, perturbed (identical weights would be
+    # merged by the ONNX optimiser), with a new 7-class head.
+    ckpt = torch.load(Path(trained.models_dir) / "best_model.pt", weights_only=False)
+    cfg7 = Config.from_dict({**ckpt["config"], "active_classes": FER_CLASSES})
+    m7 = create_model("mobilenet_v2", num_classes=7, in_chans=1, pretrained=False)
+    m7.load_state_dict({k: v * 1.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()
+                        if not k.startswith("classifier")}, strict=False)
+    p7 = tmp_path / "seven.pt"
+    torch.save({**ckpt, "model": m7.state_dict(), "config": cfg7.to_dict(), "classes": FER_CLASSES}, p7)
+
+    rep = export([Path(trained.models_dir) / "best_model.pt", p7], tmp_path / "ens.onnx", int8=True,
+                 data_dir=Path(trained.data_dir), calib_count=50, parity_count=60)
+    assert rep["classes"] == trained.active_classes and len(rep["checkpoints"]) == 2
+    assert rep["parity"]["max_abs_prob_diff"] < 1e-4 and rep["parity"]["top1_agreement"] == 1.0
+    model = onnx.load(rep["int8"]["onnx"])
+    info = ModelInfo.from_json({p.key: p.value for p in model.metadata_props}[META_KEY])
+    assert info.classes == trained.active_classes and info.backbone == "ensemble of 2 mobilenet_v2"
+    # Each member's first convolution stays fp32: both read the normalised input directly.
+    made_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert sum(n.op_type == "Conv" and made_by.get(n.input[0]) == "Div" for n in model.graph.node) == 2

@@ -45,6 +45,7 @@ def test_config_layers_yaml_cli_and_profiles(tmp_path):
     ({"train_mode": "SLOW"}, "TRAIN_MODE"),
     ({"active_classes": "happy"}, "ACTIVE_CLASSES"),
     ({"lr_schedule": "step"}, "LR_SCHEDULE"),
+    ({"device": "tpu"}, "DEVICE"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(EmorecError, match=message):
@@ -123,9 +124,45 @@ def test_two_stage_training_writes_checkpoint_logs_and_learns(trained):
     hist = log["history"]
     assert [h["stage"] for h in hist] == [1, 1, 2]
     assert log["config"]["img_size"] == 64
+    assert log["device"].startswith("cpu") and log["commit"]  # where and from which code it ran
     assert max(h["val_acc"] for h in hist) > 0.3  # 5 classes: chance is 0.2
     ckpt = torch.load(models / "best_model.pt", weights_only=False)
     assert ckpt["classes"] == list(DEFAULT_CLASSES) and ckpt["config"]["backbone"] == "mobilenet_v2"
+
+
+def test_max_minutes_stops_after_the_epoch_that_passes_it(split_dir, weights_dir, tmp_path, monkeypatch):
+    from emorec.train.loop import fit
+
+    monkeypatch.setenv("EMOREC_COMMIT", "abc1234")  # a copy of the tree without .git states its commit
+    cfg = tiny_cfg(split_dir, tmp_path, weights_dir, epochs_stage1=3, epochs_stage2=3, max_minutes=1e-6,
+                   max_train_per_class=20)
+    summary = fit(cfg, show_progress=False)
+    log = json.loads((Path(cfg.reports_dir) / "training_logs.json").read_text())
+    assert summary["epochs"] == 1 and len(log["history"]) == 1 and log["commit"] == "abc1234"
+    assert (Path(cfg.models_dir) / "best_model.pt").is_file()
+
+
+def test_cuda_device_without_a_gpu_is_one_clear_error():
+    from emorec.train.loop import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(EmorecError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_augmentation_keeps_the_batch_on_its_device_and_is_seeded():
+    from emorec.train.augment import train_transform
+
+    cfg = Config()
+    x = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
+    a = train_transform(x, cfg, torch.Generator().manual_seed(0))
+    b = train_transform(x, cfg, torch.Generator().manual_seed(0))
+    assert a.device == x.device and a.dtype == torch.float32 and torch.equal(a, b)
+    assert 0 <= float(a.min()) and float(a.max()) <= 1 and not torch.equal(a, x.float() / 255)
 
 
 def test_stage_one_freezes_backbone_and_stage_two_unfreezes_last_blocks(trained):

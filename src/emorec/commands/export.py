@@ -8,7 +8,8 @@ from emorec.cli import add_config_arguments, config_from_args, tune_malloc
 
 def add_arguments(p) -> None:
     add_config_arguments(p)
-    p.add_argument("--checkpoint", help="trained checkpoint (default: MODELS_DIR/best_model.pt)")
+    p.add_argument("--checkpoint", nargs="+", help="trained checkpoint (default: MODELS_DIR/best_model.pt); "
+                   "several: one ONNX model averaging their probabilities over the first one's classes")
     p.add_argument("--out", help="ONNX path (default: checkpoint with .onnx)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
     p.add_argument("--data-dir", help="split used for calibration and parity (default: the checkpoint's)")
@@ -24,7 +25,7 @@ def run(args) -> int:
     require("onnx", "train")
     from emorec.export import export
 
-    ckpt = Path(args.checkpoint) if args.checkpoint else Path(cfg.models_dir) / "best_model.pt"
+    ckpt = [Path(c) for c in args.checkpoint] if args.checkpoint else [Path(cfg.models_dir) / "best_model.pt"]
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
     r = export(ckpt, Path(args.out) if args.out else None, int8=not args.no_int8,
                data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics)

@@ -45,3 +45,23 @@ def model_from_checkpoint(ckpt: dict[str, Any]):
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, cfg
+
+
+def model_from_checkpoints(paths: list[Path]):
+    """One checkpoint -> its model; several -> their ``Ensemble`` over the first one's
+    classes (the others must know those classes and share its input size and colour).
+    Returns (model, config of the first, commits of all)."""
+    from emorec.models.ensemble import Ensemble
+
+    ckpts = [load_checkpoint(p) for p in paths]
+    built = [model_from_checkpoint(c) for c in ckpts]
+    commits = [c.get("commit", "unknown") for c in ckpts]
+    model, cfg = built[0]
+    if len(built) == 1:
+        return model, cfg, commits
+    for path, (_, other) in zip(paths[1:], built[1:]):
+        if (other.img_size, other.grayscale) != (cfg.img_size, cfg.grayscale):
+            raise EmorecError(f"{path}: input {other.img_size} px grayscale={other.grayscale} differs from "
+                              f"{paths[0]}: {cfg.img_size} px grayscale={cfg.grayscale}")
+    ens = Ensemble([m for m, _ in built], [c.active_classes for _, c in built], cfg.active_classes)
+    return ens.eval(), cfg, commits

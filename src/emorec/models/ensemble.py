@@ -1,0 +1,32 @@
+"""Several trained models as one network: the mean of their class probabilities.
+
+A member may know more classes than the ensemble (a 7-class FER model in a 5-class
+ensemble): its logits for the ensemble's classes are softmaxed on their own, which is its
+prediction restricted to those classes. The output is the log of the mean probability, so
+it is still a ``logits`` output for inference: softmax(log p) = p.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emorec.errors import EmorecError
+
+
+class Ensemble(nn.Module):
+    def __init__(self, members: list[nn.Module], member_classes: list[list[str]], classes: list[str]) -> None:
+        super().__init__()
+        if len(members) != len(member_classes) or not members:
+            raise EmorecError("an ensemble needs at least one member, each with its class list")
+        for names in member_classes:
+            missing = [c for c in classes if c not in names]
+            if missing:
+                raise EmorecError(f"ensemble member with classes {names} lacks {', '.join(missing)}")
+        self.members = nn.ModuleList(members)
+        self.classes = list(classes)
+        self.index = [[names.index(c) for c in classes] for names in member_classes]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = [F.softmax(m(x)[:, idx], dim=1) for m, idx in zip(self.members, self.index)]
+        return torch.log(torch.stack(probs).mean(0).clamp_min(1e-8))
