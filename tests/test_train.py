@@ -112,6 +112,11 @@ def test_load_split_skips_bad_images_and_caches(split_dir, tmp_path):
     assert torch.equal(a.images, b.images) and len(list((tmp_path / "cache").glob("*.npz"))) == 1
     with pytest.raises(EmorecError, match="no 'train' split"):
         load_split(data, "train", DEFAULT_CLASSES, 64, True)
+    # Same files under a class list with a class that has no folder: labels index the new list.
+    wider = ["angry", "disgust", "fear", "happy", "sad", "surprise"]
+    c = load_split(data, "val", wider, 64, True, tmp_path / "cache", progress=False)
+    assert torch.equal(a.images, c.images)
+    assert [wider[i] for i in c.labels] == [DEFAULT_CLASSES[i] for i in a.labels]
 
 
 # --- the loop -------------------------------------------------------------------------

@@ -107,7 +107,9 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     labels = [labels[i] for i in keep]
 
     key = hashlib.sha1()
-    key.update(f"{img_size}|{grayscale}|".encode())
+    # Labels are cached too, and they index ``classes``: the same files under another class
+    # list (e.g. an 8-class model on a 7-class split) must not reuse them.
+    key.update(f"{img_size}|{grayscale}|{','.join(classes)}|".encode())
     for p in paths:
         st = p.stat()
         key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
