@@ -108,3 +108,20 @@ def test_several_checkpoints_export_as_one_ensemble_model(trained, tmp_path):
     # Each member's first convolution stays fp32: both read the normalised input directly.
     made_by = {o: n.op_type for n in model.graph.node for o in n.output}
     assert sum(n.op_type == "Conv" and made_by.get(n.input[0]) == "Div" for n in model.graph.node) == 2
+
+
+def test_evaluate_store_writes_the_files_own_metrics_into_its_metadata(exported, trained, tmp_path, capsys):
+    import shutil
+
+    from emorec.inference.predictor import Predictor
+
+    q = tmp_path / "q.onnx"
+    shutil.copy(exported["int8"]["onnx"], q)
+    rc = main(["evaluate", "--model", str(q), "--set", f"data_dir={trained.data_dir}", "--out", str(tmp_path / "r"),
+               "--store"])
+    assert rc == 0 and "stored accuracy" in capsys.readouterr().out
+    measured = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    stored = Predictor.from_path(q, detector="none").info.metrics
+    assert stored["accuracy"] == measured["accuracy"] and stored["n"] == measured["n"] == 150
+    assert main(["evaluate", "--model", str(Path(trained.models_dir) / "best_model.pt"), "--store"]) == 2
+    assert "not an .onnx model" in capsys.readouterr().err

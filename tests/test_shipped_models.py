@@ -51,4 +51,5 @@ def test_default_model_accuracy_is_reproduced_from_the_raw_test_set(fer2013_zip)
     labels = np.array([classes.index(n.split("/")[1]) for n in names])
     pred = np.concatenate([predictor.predict_crops(faces[i:i + 256]).argmax(1) for i in range(0, len(faces), 256)])
     assert len(names) == record["test"]["n"]
+    assert predictor.info.metrics["accuracy"] == record["test"]["accuracy"]  # what the app and the API show
     assert abs((pred == labels).mean() - record["test"]["accuracy"]) < 0.002

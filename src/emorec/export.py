@@ -45,6 +45,20 @@ def to_onnx(model, cfg: Config, path: Path) -> Path:
     return path
 
 
+def store_metrics(onnx_path: Path, result: dict) -> dict:
+    """Write test metrics measured on this very file into its metadata (the app and the API
+    show them), replacing any stored before."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props}
+    info = ModelInfo.from_json(props[META_KEY])
+    info.metrics = {k: result[k] for k in ("accuracy", "macro_f1", "n", "data_dir", "split", "tta_flip",
+                                           "leakage_clean") if k in result}
+    set_metadata(onnx_path, info)
+    return info.metrics
+
+
 class _Calibration:
     """Feeds onnxruntime's static quantiser with real training faces."""
 
