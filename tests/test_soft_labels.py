@@ -260,3 +260,31 @@ def test_fit_with_soft_labels(ferplus_split, weights_dir, tmp_path, monkeypatch)
 
     with pytest.raises(EmorecError, match="SOFT_LABELS"):
         loop.fit(cfg.with_overrides({"data_dir": str(tmp_path / "no_votes")}), show_progress=False)
+
+
+def test_distill_writes_the_teachers_probabilities_as_votes(trained, tmp_path, capsys):
+    from emorec.cli import main
+    from emorec.data.votes import read_votes
+    from emorec.evaluate import load_model
+
+    data = tmp_path / "split"
+    shutil.copytree(trained.data_dir, data)
+    teacher = Path(trained.models_dir) / "best_model.pt"
+    args = ["data", "distill", "--model", str(teacher), "--set", f"data_dir={data}",
+            "--set", f"cache_dir={tmp_path / 'cache'}"]
+    assert main(args) == 0 and "training faces" in capsys.readouterr().out
+    votes = read_votes(data, DEFAULT_CLASSES)
+    train = load_split(data, "train", DEFAULT_CLASSES, trained.img_size, True, progress=False)
+    assert sorted(votes) == sorted(Path(p).relative_to(data).as_posix() for p in train.paths)
+    # the rows are the teacher's flip-averaged probabilities, in the file order
+    *_, probs_fn, _ = load_model(teacher)
+    want = probs_fn(train.images.numpy(), 64, True)
+    got = np.array([votes[Path(p).relative_to(data).as_posix()] for p in train.paths])
+    assert np.allclose(got, want, atol=2e-6) and np.allclose(got.sum(1), 1, atol=1e-4)
+    assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites silently
+    # a student trains on them
+    cfg = tiny_cfg(data, tmp_path / "student", trained.weights_dir, soft_labels=True, epochs_stage1=1,
+                   epochs_stage2=0)
+    from emorec.train.loop import fit
+
+    assert fit(cfg, show_progress=False)["epochs"] == 1

@@ -1,4 +1,4 @@
-"""`emorec data prepare SOURCE ...` and `emorec data report [DIR]`."""
+"""`emorec data prepare SOURCE ...`, `emorec data report [DIR]`, `emorec data distill --model M`."""
 from __future__ import annotations
 
 from emorec.cli import add_config_arguments
@@ -21,6 +21,13 @@ def add_arguments(p) -> None:
                          description="Print the per-split, per-class counts of a prepared split.")
     rep.add_argument("dir", nargs="?", help="split folder (default: config DATA_DIR)")
     add_config_arguments(rep)
+    dis = sub.add_parser("distill", help="a teacher model's probabilities on train as votes.csv",
+                         description="Write DATA_DIR/votes.csv from a trained model's (or ensemble's) "
+                                     "flip-averaged probabilities on DATA_DIR/train, so that SOFT_LABELS "
+                                     "training distils it into a student.")
+    dis.add_argument("--model", required=True, help="teacher: ONNX model or checkpoint")
+    dis.add_argument("--force", action="store_true", help="replace an existing votes.csv")
+    add_config_arguments(dis)
 
 
 def run(args) -> int:
@@ -28,6 +35,15 @@ def run(args) -> int:
     from emorec.data import describe_split, format_report, prepare
 
     cfg = config_from_args(args)
+    if args.data_command == "distill":
+        from pathlib import Path
+
+        from emorec.train.distill import write_teacher_votes
+
+        r = write_teacher_votes(cfg, Path(args.model), force=args.force)
+        print(f"wrote {r['votes']}: {r['images']} training faces, classes {' '.join(r['classes'])}; "
+              f"the teacher's top class equals the folder label on {r['teacher_agrees_with_labels']:.1%}")
+        return 0
     if args.data_command == "report":
         print(describe_split(args.dir or cfg.data_dir))
         return 0
