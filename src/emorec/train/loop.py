@@ -182,7 +182,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             say(f"stage {spec['stage']}: {spec['epochs']} epoch(s), lr {spec['lr']:g}, "
                 f"trainable params {sum(p.numel() for p in params):,}")
             for epoch in range(first, spec["epochs"]):
-                if bad >= cfg.patience or out_of_time():
+                if bad >= cfg.patience or (history and out_of_time()):  # at least one epoch
                     break
                 idx = epoch_indices(train_data.labels.cpu(), cfg.balanced_sampling, len(history), cfg.seed, rank, world)
                 tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, cfg, spec["mix"], len(history) + 1,
