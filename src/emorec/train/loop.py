@@ -165,6 +165,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         commit = git_commit()  # the code this run started from
         t0 = time.perf_counter()
         out_of_time = lambda: bool(cfg.max_minutes) and time.perf_counter() - t0 > cfg.max_minutes * 60
+        timed_out = False
         for spec in _stages(cfg):
             if spec["stage"] < start_stage or spec["epochs"] <= 0:
                 continue
@@ -182,7 +183,10 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             say(f"stage {spec['stage']}: {spec['epochs']} epoch(s), lr {spec['lr']:g}, "
                 f"trainable params {sum(p.numel() for p in params):,}")
             for epoch in range(first, spec["epochs"]):
-                if bad >= cfg.patience or (history and out_of_time()):  # at least one epoch
+                if history and out_of_time():  # after at least one epoch
+                    timed_out = True
+                    break
+                if bad >= cfg.patience:
                     break
                 idx = epoch_indices(train_data.labels.cpu(), cfg.balanced_sampling, len(history), cfg.seed, rank, world)
                 tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, cfg, spec["mix"], len(history) + 1,
@@ -221,7 +225,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             raise EmorecError("nothing to train: both stages have 0 epochs")
         summary = {"epochs": len(history), "best": best, "monitor": cfg.monitor, "seconds": time.perf_counter() - t0,
                    "checkpoint": str(models_dir / BEST), "device": where}
-        if out_of_time():
+        if timed_out:
             say(f"stopped: MAX_MINUTES {cfg.max_minutes:g} reached")
         if main:
             cfg.save(models_dir / "config.yaml")
