@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -104,12 +105,16 @@ def source_votes(source: Source) -> SourceVotes:
     return found
 
 
-def write_votes(path: Path, rows: list[dict]) -> None:
-    """``votes.csv`` of a prepared split: one row per written file that has votes."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=VOTES_FIELDS)
+def write_votes(path: Path, rows: list[dict], fields: list[str] = VOTES_FIELDS) -> None:
+    """``votes.csv`` of a prepared split: ``path`` and one column per class (``fields``), one
+    row per file with votes (annotator counts or a teacher's probabilities). Written to a
+    temporary file first, so a reader never sees half a file."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def read_votes(data_dir: Path, classes: list[str]) -> dict[str, list[float]]:

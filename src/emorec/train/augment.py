@@ -3,7 +3,8 @@
 Everything that changes outside the dataset is simulated here: head pose and crop
 (rotation, zoom, translation, flip in one affine warp), lighting (brightness, contrast,
 gamma) and cheap cameras (down-and-up resize blur). One grid_sample per batch keeps it
-far cheaper than per-image PIL transforms.
+far cheaper than per-image PIL transforms. Random draws come from the CPU generator ``g``
+(the same numbers on any device) and then move to the batch's device.
 """
 from __future__ import annotations
 
@@ -17,10 +18,6 @@ from emorec.config import Config
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
-
-
-# Random draws come from the CPU generator ``g`` (the same numbers on any device) and
-# then move to the batch's device.
 
 
 def geometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:

@@ -5,14 +5,12 @@ FER+ annotator votes; validation and test keep the folder labels.
 """
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
 from emorec.config import Config
-from emorec.data.votes import VOTES_FILE
+from emorec.data.votes import VOTES_FILE, write_votes
 from emorec.errors import EmorecError
 
 
@@ -31,13 +29,9 @@ def write_teacher_votes(cfg: Config, model_path: Path, force: bool = False, tta_
     classes, img_size, gray, probs_fn, _ = load_model(Path(model_path))
     data = load_split(data_dir, "train", classes, img_size, gray, cfg.cache_dir)
     probs = probs_fn(data.images.numpy(), batch_size, tta_flip)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", *classes])
-        for path, row in zip(data.paths, probs):
-            w.writerow([Path(path).relative_to(data_dir).as_posix(), *(f"{p:.6f}" for p in row)])
-    os.replace(tmp, out)
+    rows = [{"path": Path(path).relative_to(data_dir).as_posix(), **{c: f"{v:.6f}" for c, v in zip(classes, row)}}
+            for path, row in zip(data.paths, probs)]
+    write_votes(out, rows, ["path", *classes])
     agree = float((probs.argmax(1) == data.labels.numpy()).mean())
     return {"votes": str(out), "images": len(data), "classes": classes, "teacher": str(model_path),
             "teacher_agrees_with_labels": agree}

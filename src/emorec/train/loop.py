@@ -144,6 +144,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         counts = train_data.counts()
         say(f"train {len(train_data)} images {dict(zip(cfg.active_classes, counts.tolist()))}, val {len(val_data)}, "
             f"device {device}")
+        labels_cpu = train_data.labels  # epoch orders are drawn on the CPU, device-independent
         # The whole decoded train split fits on a GPU; batches are then indexed there.
         train_data.images, train_data.labels = train_data.images.to(device), train_data.labels.to(device)
         if train_data.soft is not None:
@@ -188,7 +189,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                     break
                 if bad >= cfg.patience:
                     break
-                idx = epoch_indices(train_data.labels.cpu(), cfg.balanced_sampling, len(history), cfg.seed, rank, world)
+                idx = epoch_indices(labels_cpu, cfg.balanced_sampling, len(history), cfg.seed, rank, world)
                 tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, cfg, spec["mix"], len(history) + 1,
                                      seed=cfg.seed * 1000 + rank * 100_000 + len(history), show_progress=main and show_progress)
                 va = evaluate(model, val_data, tta_flip=False)
