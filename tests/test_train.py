@@ -35,6 +35,10 @@ def test_config_layers_yaml_cli_and_profiles(tmp_path):
     fast = cfg.with_overrides({"train_mode": "fast_debug"})
     assert fast.max_train_per_class == 300 and fast.epochs_stage1 == 2
     assert load_config(None, {"train_mode": "FAST_DEBUG", "epochs_stage1": "7"}).epochs_stage1 == 7
+    # A profile value written in the file outlives a TRAIN_MODE from the command line.
+    y.write_text("TRAIN_MODE: FULL_TRAIN\nEPOCHS_STAGE2: 40\nLR_STAGE1: 0.002\n")
+    dev = load_config(y, {"TRAIN_MODE": "DEV_TRAIN"})
+    assert (dev.epochs_stage2, dev.lr_stage1, dev.epochs_stage1) == (40, 0.002, 3)
     cfg.save(tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml").to_dict() == cfg.to_dict()
 

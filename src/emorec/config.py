@@ -265,8 +265,12 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Build the config: defaults, then a YAML file, then overrides."""
-    cfg = Config()
+    """Build the config: defaults, then a YAML file, then overrides.
+
+    The file and the overrides are applied as one update, so a profile value written in
+    the file (EPOCHS_STAGE2: 40) survives a TRAIN_MODE given with --set.
+    """
+    data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -279,10 +283,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
             raise EmorecError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise EmorecError(f"config file {path} must hold a mapping of KEY: value")
-        cfg = cfg._updated(data)
-    if overrides:
-        cfg = cfg._updated(overrides)
-    return cfg
+    merged = {str(k).strip().lower(): v for k, v in data.items()}
+    merged.update({str(k).strip().lower(): v for k, v in (overrides or {}).items()})
+    return Config()._updated(merged)
 
 
 def config_json(cfg: Config) -> str:
