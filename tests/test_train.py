@@ -247,6 +247,11 @@ def test_ddp_two_processes_on_cpu(split_dir, weights_dir, tmp_path):
     assert [h["stage"] for h in hist] == [1, 2]
     assert out.stdout.count("done in") == 1  # rank 0 alone reports and writes
     assert (Path(cfg.models_dir) / "best_model.pt").is_file()
+    # MAX_MINUTES under DDP: every rank stops after the same epoch, none is left waiting.
+    out = subprocess.run(cmd + ["--set", "MAX_MINUTES=1e-6", "--set", f"MODELS_DIR={tmp_path / 'timed'}"],
+                         env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0 and "stopped: MAX_MINUTES" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert len(torch.load(tmp_path / "timed" / "last.pt", weights_only=False)["history"]) == 1
 
 
 def test_train_command_reports_missing_data_in_one_line(tmp_path, capsys, weights_dir):

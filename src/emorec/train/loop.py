@@ -71,6 +71,16 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def _any_rank(flag: bool, world: int) -> bool:
+    """True on every rank when it is true on one: a stop decided by each rank's own clock
+    must be taken by all, or the others wait forever in the next gradient all-reduce."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _stages(cfg: Config) -> list[dict]:
     return [
         {"stage": 1, "epochs": cfg.epochs_stage1, "lr": cfg.lr_stage1, "trainable": 0, "mix": cfg.use_mixup_stage1},
@@ -184,7 +194,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             say(f"stage {spec['stage']}: {spec['epochs']} epoch(s), lr {spec['lr']:g}, "
                 f"trainable params {sum(p.numel() for p in params):,}")
             for epoch in range(first, spec["epochs"]):
-                if history and out_of_time():  # after at least one epoch
+                if history and _any_rank(out_of_time(), world):  # after at least one epoch
                     timed_out = True
                     break
                 if bad >= cfg.patience:
