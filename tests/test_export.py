@@ -125,3 +125,34 @@ def test_evaluate_store_writes_the_files_own_metrics_into_its_metadata(exported,
     assert stored["accuracy"] == measured["accuracy"] and stored["n"] == measured["n"] == 150
     assert main(["evaluate", "--model", str(Path(trained.models_dir) / "best_model.pt"), "--store"]) == 2
     assert "not an .onnx model" in capsys.readouterr().err
+
+
+def test_flip_tta_export_gives_a_face_and_its_mirror_one_prediction(trained, tmp_path, capsys):
+    import numpy as np
+    import onnx
+    import torch
+
+    from emorec.export import _ort_probs
+    from emorec.inference.types import META_KEY, ModelInfo
+    from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from emorec.train.dataset import load_split
+
+    ckpt = Path(trained.models_dir) / "best_model.pt"
+    rc = main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "tta.onnx"), "--tta-flip",
+               "--data-dir", str(trained.data_dir)])
+    assert rc == 0 and "top-1 agreement 100.00%" in capsys.readouterr().out
+    x = load_split(Path(trained.data_dir), "test", trained.active_classes, 64, True, trained.cache_dir,
+                   progress=False).images.numpy()[:40]
+    model, _ = model_from_checkpoint(load_checkpoint(ckpt))
+    with torch.no_grad():
+        t = torch.from_numpy(x).float() / 255
+        want = (model(t).softmax(1) + model(t.flip(3)).softmax(1)).numpy() / 2
+    for path in (tmp_path / "tta.onnx", tmp_path / "tta.int8.onnx"):
+        got, mirrored = _ort_probs(path, x), _ort_probs(path, x[..., ::-1].copy())
+        assert np.abs(got - mirrored).max() < 1e-5  # the face and its mirror image: one answer
+        if path.name == "tta.onnx":
+            assert np.abs(got - want).max() < 1e-4
+        m = onnx.load(str(path))
+        assert "flip TTA" in ModelInfo.from_json({p.key: p.value for p in m.metadata_props}[META_KEY]).backbone
+    made_by = {o: n.op_type for n in m.graph.node for o in n.output}  # int8: the first conv stays fp32
+    assert sum(n.op_type == "Conv" and made_by.get(n.input[0]) == "Div" for n in m.graph.node) == 1

@@ -17,8 +17,10 @@ from emorec.config import Config
 from emorec.inference.types import META_KEY, ModelInfo
 
 
-def model_info(cfg: Config, commit: str, metrics: dict | None = None, members: int = 1) -> ModelInfo:
+def model_info(cfg: Config, commit: str, metrics: dict | None = None, members: int = 1,
+               tta_flip: bool = False) -> ModelInfo:
     backbone = cfg.backbone if members == 1 else f"ensemble of {members} {cfg.backbone}"
+    backbone += " + flip TTA" if tta_flip else ""
     return ModelInfo(classes=cfg.active_classes, img_size=cfg.img_size, grayscale=cfg.grayscale,
                      face_margin=cfg.face_margin, backbone=backbone,
                      version=f"emorec {__version__} {backbone} {commit}", metrics=metrics or {})
@@ -109,9 +111,11 @@ def _ort_probs(path: Path, images: np.ndarray, batch: int = 128) -> np.ndarray:
 
 
 def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = True, data_dir: Path | None = None,
-           calib_count: int = 256, parity_count: int = 1000, metrics_json: Path | None = None) -> dict:
-    """Export ``checkpoint`` (several: their ensemble, see ``model_from_checkpoints``);
-    returns the parity report (also written beside the model)."""
+           calib_count: int = 256, parity_count: int = 1000, metrics_json: Path | None = None,
+           tta_flip: bool = False) -> dict:
+    """Export ``checkpoint`` (several: their ensemble, see ``model_from_checkpoints``;
+    ``tta_flip``: with the mirror-image average in the graph); returns the parity report
+    (also written beside the model)."""
     import torch
 
     from emorec.train.checkpoint import model_from_checkpoints
@@ -120,6 +124,10 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
 
     paths = [Path(p) for p in checkpoint] if isinstance(checkpoint, (list, tuple)) else [Path(checkpoint)]
     model, cfg, commits = model_from_checkpoints(paths)
+    if tta_flip:
+        from emorec.models.ensemble import FlipAverage
+
+        model = FlipAverage(model).eval()
     checkpoint = paths[0]
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
     data_dir = Path(data_dir or cfg.data_dir)
@@ -127,13 +135,14 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     if metrics_json and Path(metrics_json).is_file():
         m = json.loads(Path(metrics_json).read_text())
         # Embed only metrics measured on this very checkpoint.
-        if len(paths) == 1 and Path(m.get("model", "")).resolve() == checkpoint.resolve():
+        if len(paths) == 1 and not tta_flip and Path(m.get("model", "")).resolve() == checkpoint.resolve():
             metrics = {k: m[k] for k in ("accuracy", "macro_f1", "n", "data_dir", "split", "leakage_clean") if k in m}
-    info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=len(paths))
+    info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=len(paths), tta_flip=tta_flip)
 
     to_onnx(model, cfg, out)
     set_metadata(out, info)
-    report: dict = {"onnx": str(out), "classes": cfg.active_classes, "checkpoints": [str(p) for p in paths]}
+    report: dict = {"onnx": str(out), "classes": cfg.active_classes, "checkpoints": [str(p) for p in paths],
+                    "tta_flip": tta_flip}
 
     test = load_split(data_dir, "test", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,
                       max_per_class=max(1, parity_count // cfg.num_classes), seed=cfg.seed, progress=False)

@@ -12,6 +12,8 @@ def add_arguments(p) -> None:
                    "several: one ONNX model averaging their probabilities over the first one's classes")
     p.add_argument("--out", help="ONNX path (default: checkpoint with .onnx)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
+    p.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image inside "
+                   "the model (twice the compute)")
     p.add_argument("--data-dir", help="split used for calibration and parity (default: the checkpoint's)")
     p.add_argument("--metrics", help="metrics.json to embed (default: REPORTS_DIR/metrics.json if present)")
 
@@ -28,7 +30,7 @@ def run(args) -> int:
     ckpt = [Path(c) for c in args.checkpoint] if args.checkpoint else [Path(cfg.models_dir) / "best_model.pt"]
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
     r = export(ckpt, Path(args.out) if args.out else None, int8=not args.no_int8,
-               data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics)
+               data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip)
     par = r["parity"]
     print(f"wrote {r['onnx']} ({r['size_mb']} MB)")
     print(f"parity on {par['images']} test faces: max |dprob| {par['max_abs_prob_diff']:.2e}, "
