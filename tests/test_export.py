@@ -84,8 +84,7 @@ def test_several_checkpoints_export_as_one_ensemble_model(trained, tmp_path):
     import torch
 
     from emorec.config import FER_CLASSES, Config
-    from emorec.export import export
-    from emorec.inference.types import META_KEY, ModelInfo
+    from emorec.export import export, get_metadata
     from emorec.models import create_model
 
     # A 7-class member: the trained 5-class backbone, perturbed (identical weights would be
@@ -103,7 +102,7 @@ def test_several_checkpoints_export_as_one_ensemble_model(trained, tmp_path):
     assert rep["classes"] == trained.active_classes and len(rep["checkpoints"]) == 2
     assert rep["parity"]["max_abs_prob_diff"] < 1e-4 and rep["parity"]["top1_agreement"] == 1.0
     model = onnx.load(rep["int8"]["onnx"])
-    info = ModelInfo.from_json({p.key: p.value for p in model.metadata_props}[META_KEY])
+    info = get_metadata(rep["int8"]["onnx"])
     assert info.classes == trained.active_classes and info.backbone == "ensemble of 2 mobilenet_v2"
     # Each member's first convolution stays fp32: both read the normalised input directly.
     made_by = {o: n.op_type for n in model.graph.node for o in n.output}
@@ -132,8 +131,7 @@ def test_flip_tta_export_gives_a_face_and_its_mirror_one_prediction(trained, tmp
     import onnx
     import torch
 
-    from emorec.export import _ort_probs
-    from emorec.inference.types import META_KEY, ModelInfo
+    from emorec.export import _ort_probs, get_metadata
     from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint
     from emorec.train.dataset import load_split
 
@@ -153,6 +151,6 @@ def test_flip_tta_export_gives_a_face_and_its_mirror_one_prediction(trained, tmp
         if path.name == "tta.onnx":
             assert np.abs(got - want).max() < 1e-4
         m = onnx.load(str(path))
-        assert "flip TTA" in ModelInfo.from_json({p.key: p.value for p in m.metadata_props}[META_KEY]).backbone
+        assert "flip TTA" in get_metadata(path).backbone
     made_by = {o: n.op_type for n in m.graph.node for o in n.output}  # int8: the first conv stays fp32
     assert sum(n.op_type == "Conv" and made_by.get(n.input[0]) == "Div" for n in m.graph.node) == 1

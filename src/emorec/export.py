@@ -26,6 +26,17 @@ def model_info(cfg: Config, commit: str, metrics: dict | None = None, members: i
                      version=f"emorec {__version__} {backbone} {commit}", metrics=metrics or {})
 
 
+# Test metrics a model file carries (shown by the app and the API).
+METRIC_KEYS = ("accuracy", "macro_f1", "n", "data_dir", "split", "tta_flip", "leakage_clean")
+
+
+def get_metadata(onnx_path: Path) -> ModelInfo:
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    return ModelInfo.from_json(props[META_KEY])
+
+
 def set_metadata(onnx_path: Path, info: ModelInfo) -> None:
     import onnx
 
@@ -50,13 +61,8 @@ def to_onnx(model, cfg: Config, path: Path) -> Path:
 def store_metrics(onnx_path: Path, result: dict) -> dict:
     """Write test metrics measured on this very file into its metadata (the app and the API
     show them), replacing any stored before."""
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    props = {p.key: p.value for p in model.metadata_props}
-    info = ModelInfo.from_json(props[META_KEY])
-    info.metrics = {k: result[k] for k in ("accuracy", "macro_f1", "n", "data_dir", "split", "tta_flip",
-                                           "leakage_clean") if k in result}
+    info = get_metadata(onnx_path)
+    info.metrics = {k: result[k] for k in METRIC_KEYS if k in result}
     set_metadata(onnx_path, info)
     return info.metrics
 
@@ -136,7 +142,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
         m = json.loads(Path(metrics_json).read_text())
         # Embed only metrics measured on this very checkpoint.
         if len(paths) == 1 and not tta_flip and Path(m.get("model", "")).resolve() == checkpoint.resolve():
-            metrics = {k: m[k] for k in ("accuracy", "macro_f1", "n", "data_dir", "split", "leakage_clean") if k in m}
+            metrics = {k: m[k] for k in METRIC_KEYS if k in m}
     info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=len(paths), tta_flip=tta_flip)
 
     to_onnx(model, cfg, out)

@@ -15,6 +15,11 @@ from torch import nn
 from emorec.errors import EmorecError
 
 
+def log_mean(probs: list[torch.Tensor]) -> torch.Tensor:
+    """Log of the mean of several (N, K) probability tensors: a ``logits`` output again."""
+    return torch.log(torch.stack(probs).mean(0).clamp_min(1e-8))
+
+
 class Ensemble(nn.Module):
     def __init__(self, members: list[nn.Module], member_classes: list[list[str]], classes: list[str]) -> None:
         super().__init__()
@@ -30,7 +35,7 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = [F.softmax(m(x)[:, idx], dim=1) for m, idx in zip(self.members, self.index)]
-        return torch.log(torch.stack(probs).mean(0).clamp_min(1e-8))
+        return log_mean(probs)
 
 
 class FlipAverage(nn.Module):
@@ -45,4 +50,4 @@ class FlipAverage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         p = F.softmax(self.model(torch.cat([x, x.flip(3)])), dim=1)
-        return torch.log(((p[:n] + p[n:]) / 2).clamp_min(1e-8))
+        return log_mean([p[:n], p[n:]])
