@@ -202,6 +202,14 @@ def test_train_one_epoch_uses_soft_targets(soft):
     assert torch.allclose(torch.cat(loss.targets), base[idx] * 0.7 + 0.1)
     assert stats["train_acc"] == (1.0 if soft else 0.0)
 
+    loss.targets.clear()  # HARD_LABEL_WEIGHT: that share of the target is the folder label
+    train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss,
+                    cfg.with_overrides({"hard_label_weight": 0.25}), use_mix=False, epoch=1, seed=0,
+                    show_progress=False)
+    onehot = torch.nn.functional.one_hot(data.labels, k).float()
+    blended = soft_t * 0.75 + onehot * 0.25 if soft else onehot
+    assert torch.allclose(torch.cat(loss.targets), blended[idx] * 0.7 + 0.1)
+
     loss.targets.clear()  # MixUp/CutMix blend soft targets like one-hot ones: still distributions
     train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss,
                     cfg.with_overrides({"mixup_alpha": 1.0, "cutmix_prob": 0.5}), use_mix=True, epoch=1, seed=1,

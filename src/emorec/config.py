@@ -103,6 +103,9 @@ class Config:
     # Train on the annotators' vote shares (FER+ votes.csv of the split) instead of one-hot
     # folder labels; validation and evaluation keep the folder (majority) labels.
     soft_labels: bool = False
+    # With SOFT_LABELS: share of the folder label in each training target, the rest being the
+    # votes (distillation's alpha: keep the dataset's own labels while learning a teacher's).
+    hard_label_weight: float = 0.0
 
     # --- optimisation ---
     lr_schedule: str = "cosine"  # cosine | plateau
@@ -171,6 +174,8 @@ class Config:
             raise EmorecError("VAL_FRACTION and TEST_FRACTION must be in [0, 1) and sum to less than 1")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise EmorecError(f"DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not 0 <= self.hard_label_weight <= 1:
+            raise EmorecError(f"HARD_LABEL_WEIGHT must be in [0, 1], got {self.hard_label_weight}")
         if self.img_size < 32:
             raise EmorecError(f"IMG_SIZE must be at least 32, got {self.img_size}")
         return self

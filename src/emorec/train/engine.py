@@ -36,9 +36,12 @@ def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, lo
             continue
         x = train_transform(data.images[idx], cfg, g).contiguous(memory_format=torch.channels_last)
         y = data.labels[idx]
-        # annotator vote shares (SOFT_LABELS) or the folder label, smoothed alike
-        target = smooth(data.soft[idx], cfg.label_smoothing) if data.soft is not None \
-            else one_hot(y, len(data.classes), cfg.label_smoothing)
+        # annotator vote shares or a teacher's probabilities (SOFT_LABELS), blended with the
+        # folder label by HARD_LABEL_WEIGHT, or the folder label alone; smoothed alike
+        target = one_hot(y, len(data.classes))
+        if data.soft is not None:
+            target = torch.lerp(data.soft[idx], target, cfg.hard_label_weight)
+        target = smooth(target, cfg.label_smoothing)
         if use_mix:
             x, target = mix_batch(x, target, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.cutmix_prob, rng)
         with autocast(device):
