@@ -135,7 +135,7 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     images, lab = images[ok], np.asarray(labels, dtype=np.int64)[ok]
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # two runs on one split must not share it
         np.savez(tmp, images=images, labels=lab, ok=ok)
         os.replace(tmp, cache)
     data = SplitData(torch.from_numpy(images), torch.from_numpy(lab),
