@@ -50,6 +50,8 @@ def test_config_layers_yaml_cli_and_profiles(tmp_path):
     ({"active_classes": "happy"}, "ACTIVE_CLASSES"),
     ({"lr_schedule": "step"}, "LR_SCHEDULE"),
     ({"device": "tpu"}, "DEVICE"),
+    ({"soft_labels": True, "hard_label_weight": 1.5}, "HARD_LABEL_WEIGHT must be in"),
+    ({"hard_label_weight": 0.5}, "needs SOFT_LABELS"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(EmorecError, match=message):

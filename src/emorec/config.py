@@ -176,6 +176,8 @@ class Config:
             raise EmorecError(f"DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0 <= self.hard_label_weight <= 1:
             raise EmorecError(f"HARD_LABEL_WEIGHT must be in [0, 1], got {self.hard_label_weight}")
+        if self.hard_label_weight and not self.soft_labels:
+            raise EmorecError("HARD_LABEL_WEIGHT blends folder labels into votes; it needs SOFT_LABELS: true")
         if self.img_size < 32:
             raise EmorecError(f"IMG_SIZE must be at least 32, got {self.img_size}")
         return self
