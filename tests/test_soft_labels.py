@@ -204,8 +204,8 @@ def test_train_one_epoch_uses_soft_targets(soft):
 
     loss.targets.clear()  # HARD_LABEL_WEIGHT: that share of the target is the folder label
     train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss,
-                    cfg.with_overrides({"soft_labels": True, "hard_label_weight": 0.25}), use_mix=False, epoch=1, seed=0,
-                    show_progress=False)
+                    cfg.with_overrides({"soft_labels": True, "hard_label_weight": 0.25}), use_mix=False,
+                    epoch=1, seed=0, show_progress=False)
     onehot = torch.nn.functional.one_hot(data.labels, k).float()
     blended = soft_t * 0.75 + onehot * 0.25 if soft else onehot
     assert torch.allclose(torch.cat(loss.targets), blended[idx] * 0.7 + 0.1)
