@@ -52,6 +52,7 @@ def test_config_layers_yaml_cli_and_profiles(tmp_path):
     ({"device": "tpu"}, "DEVICE"),
     ({"soft_labels": True, "hard_label_weight": 1.5}, "HARD_LABEL_WEIGHT must be in"),
     ({"hard_label_weight": 0.5}, "needs SOFT_LABELS"),
+    ({"det_min_side": 400}, "DET_MIN_SIDE must be in"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(EmorecError, match=message):

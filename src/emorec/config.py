@@ -136,6 +136,7 @@ class Config:
     face_margin: float = 0.0  # YuNet box squared, not grown: matches FER crops (measured: box = 0.98 of a FER face)
     min_face_size: int = 20  # px; smaller detections are ignored
     det_max_side: int = 320  # photos are shrunk to this longest side for face detection (speed)
+    det_min_side: int = 224  # smaller images (face crops) are enlarged to it: YuNet misses tiny-input faces (0: off)
     ort_threads: int = 1
 
     # ------------------------------------------------------------------
@@ -178,6 +179,8 @@ class Config:
             raise EmorecError(f"HARD_LABEL_WEIGHT must be in [0, 1], got {self.hard_label_weight}")
         if self.hard_label_weight and not self.soft_labels:
             raise EmorecError("HARD_LABEL_WEIGHT blends folder labels into votes; it needs SOFT_LABELS: true")
+        if not 0 <= self.det_min_side <= self.det_max_side:
+            raise EmorecError(f"DET_MIN_SIDE must be in [0, DET_MAX_SIDE={self.det_max_side}], got {self.det_min_side}")
         if self.img_size < 32:
             raise EmorecError(f"IMG_SIZE must be at least 32, got {self.img_size}")
         return self

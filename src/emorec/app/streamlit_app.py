@@ -65,9 +65,10 @@ def load_model(path: str, threads: int, mtime_ns: int) -> Predictor:
 
 
 @st.cache_resource(show_spinner="Loading the face detector...", max_entries=8)
-def load_detector(name: str, threshold: float, yunet_path: str | None, min_face_size: int, max_side: int):
+def load_detector(name: str, threshold: float, yunet_path: str | None, min_face_size: int, min_side: int,
+                  max_side: int):
     return make_detector(name, model_path=yunet_path, score_threshold=threshold,
-                         min_face_size=min_face_size, max_side=max_side)
+                         min_face_size=min_face_size, min_side=min_side, max_side=max_side)
 
 
 @st.cache_data(show_spinner="Loading quiz images...", max_entries=4)
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             detector = load_detector(detector_name, threshold if detector_name == "yunet" else 0.0,
                                      str(cfg.yunet_path) if cfg.yunet_path else None,
-                                     cfg.min_face_size, cfg.det_max_side)
+                                     cfg.min_face_size, cfg.det_min_side, cfg.det_max_side)
         except EmorecError as e:
             st.error(f"Face detector '{detector_name}' unavailable: {e}")
             st.stop()

@@ -99,7 +99,7 @@ class Predictor:
     def from_path(cls, path: str | os.PathLike | None = None, *, detector: str = "yunet",
                   detector_path: str | os.PathLike | None = None, score_threshold: float = 0.6,
                   threads: int = 1, expected_classes: Iterable[str] | None = None,
-                  min_face_size: int = 20, det_max_side: int = 320) -> "Predictor":
+                  min_face_size: int = 20, det_min_side: int = 224, det_max_side: int = 320) -> "Predictor":
         path = Path(path) if path is not None else default_model_path()
         if path.is_dir():
             raise EmorecError(f"model path {path} is a directory, expected an .onnx file")
@@ -113,7 +113,7 @@ class Predictor:
                 raise EmorecError(f"{path}: model classes {','.join(info.classes)} differ from "
                                   f"ACTIVE_CLASSES {','.join(expected)}")
         det = make_detector(detector, model_path=detector_path, score_threshold=score_threshold,
-                            min_face_size=min_face_size, max_side=det_max_side)
+                            min_face_size=min_face_size, min_side=det_min_side, max_side=det_max_side)
         return cls(sess, info, path, det, detector)
 
     @classmethod
@@ -126,7 +126,7 @@ class Predictor:
             score_threshold=cfg.det_score_threshold,
             threads=cfg.ort_threads if threads is None else threads,
             expected_classes=cfg.active_classes if check_classes else None,
-            min_face_size=cfg.min_face_size, det_max_side=cfg.det_max_side)
+            min_face_size=cfg.min_face_size, det_min_side=cfg.det_min_side, det_max_side=cfg.det_max_side)
 
     @property
     def classes(self) -> list[str]:
