@@ -53,6 +53,8 @@ def test_config_layers_yaml_cli_and_profiles(tmp_path):
     ({"soft_labels": True, "hard_label_weight": 1.5}, "HARD_LABEL_WEIGHT must be in"),
     ({"hard_label_weight": 0.5}, "needs SOFT_LABELS"),
     ({"det_min_side": 400}, "DET_MIN_SIDE must be in"),
+    ({"aug_erase": 1.5}, "AUG_ERASE is a probability"),
+    ({"aug_noise": -0.1}, "AUG_NOISE is a noise std"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(EmorecError, match=message):
@@ -175,6 +177,25 @@ def test_augmentation_keeps_the_batch_on_its_device_and_is_seeded():
     b = train_transform(x, cfg, torch.Generator().manual_seed(0))
     assert a.device == x.device and a.dtype == torch.float32 and torch.equal(a, b)
     assert 0 <= float(a.min()) and float(a.max()) <= 1 and not torch.equal(a, x.float() / 255)
+
+
+def test_noise_and_erasing_simulate_sensors_and_occlusion():
+    from emorec.train.augment import erase, noise
+
+    x = torch.full((64, 1, 40, 40), 0.5)
+    noisy = noise(x, 0.1, torch.Generator().manual_seed(0))
+    per_image = (noisy - x).flatten(1).std(dim=1)
+    assert 0 <= float(noisy.min()) and float(noisy.max()) <= 1
+    assert float(per_image.min()) < 0.03 and 0.07 < float(per_image.max()) < 0.12  # std drawn in [0, 0.1]
+
+    erased = erase(x, 1.0, torch.Generator().manual_seed(0))
+    changed = (erased != x).flatten(1).float().mean(dim=1)
+    assert 0.005 < float(changed.min()) and float(changed.max()) <= 0.3  # 2-25 % of the area, pixel-rounded
+    for img, orig in zip(erased[:8], x[:8]):  # one axis-aligned rectangle of one gray
+        ys, xs = torch.nonzero(img[0] != orig[0], as_tuple=True)
+        box = img[0, ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        assert len(ys) == box.numel() and torch.unique(box).numel() == 1
+    assert torch.equal(erase(x, 0.0, torch.Generator().manual_seed(0)), x)
 
 
 def test_stage_one_freezes_backbone_and_stage_two_unfreezes_last_blocks(trained):

@@ -88,6 +88,8 @@ class Config:
     aug_flip: bool = True
     color_jitter: float = 0.3  # brightness/contrast strength
     aug_blur: float = 0.3  # probability of a down-up resize blur (low-resolution cameras)
+    aug_noise: float = 0.0  # max std of Gaussian sensor noise (fraction of full scale), drawn per image
+    aug_erase: float = 0.0  # probability of one erased rectangle (occlusion: hands, masks, glasses)
 
     # --- batch-level augmentation ---
     use_mixup_stage1: bool = False
@@ -181,6 +183,11 @@ class Config:
             raise EmorecError("HARD_LABEL_WEIGHT blends folder labels into votes; it needs SOFT_LABELS: true")
         if not 0 <= self.det_min_side <= self.det_max_side:
             raise EmorecError(f"DET_MIN_SIDE must be in [0, DET_MAX_SIDE={self.det_max_side}], got {self.det_min_side}")
+        for key in ("aug_blur", "aug_erase"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise EmorecError(f"{key.upper()} is a probability in [0, 1], got {getattr(self, key)}")
+        if not 0 <= self.aug_noise <= 0.5:
+            raise EmorecError(f"AUG_NOISE is a noise std in [0, 0.5], got {self.aug_noise}")
         if self.img_size < 32:
             raise EmorecError(f"IMG_SIZE must be at least 32, got {self.img_size}")
         return self

@@ -2,7 +2,7 @@
 
 Everything that changes outside the dataset is simulated here: head pose and crop
 (rotation, zoom, translation, flip in one affine warp), lighting (brightness, contrast,
-gamma) and cheap cameras (down-and-up resize blur). One grid_sample per batch keeps it
+gamma), cheap cameras (down-and-up resize blur, sensor noise) and occlusion (random erasing). One grid_sample per batch keeps it
 far cheaper than per-image PIL transforms. Random draws come from the CPU generator ``g``
 (the same numbers on any device) and then move to the batch's device.
 """
@@ -53,11 +53,35 @@ def blur(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
     if not pick.any():
         return x
     size = x.shape[-1]
-    low = int(torch.randint(max(12, size // 4), max(13, size // 2), (1,), generator=g))
+    low = int(torch.randint(max(12, size // 8), max(13, size // 2), (1,), generator=g))
     small = F.interpolate(x[pick], size=(low, low), mode="area")
     x = x.clone()
     x[pick] = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
     return x
+
+
+def noise(x: torch.Tensor, max_std: float, g: torch.Generator) -> torch.Tensor:
+    """Gaussian noise, its std drawn per image from [0, max_std]: dim light, small sensors."""
+    std = _uniform(x.shape[0], 0.0, max_std, g).view(-1, 1, 1, 1)
+    return (x + torch.randn(x.shape, generator=g).mul_(std).to(x.device)).clamp_(0, 1)
+
+
+def erase(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020): one rectangle of 2-25 % of the area, aspect 1:3-3:1,
+    filled with a random gray, on a random subset: hands, masks, glasses, hair."""
+    n, size = x.shape[0], x.shape[-1]
+    area = _uniform(n, 0.02, 0.25, g)
+    aspect = torch.exp(_uniform(n, -math.log(3), math.log(3), g))
+    h = (area * aspect).sqrt().clamp(max=1.0)
+    w = (area / aspect).sqrt().clamp(max=1.0)
+    y0, x0 = torch.rand(n, generator=g) * (1 - h), torch.rand(n, generator=g) * (1 - w)
+    pos = (torch.arange(size) + 0.5) / size
+    inside_y = (pos >= y0[:, None]) & (pos < (y0 + h)[:, None])  # (n, size)
+    inside_x = (pos >= x0[:, None]) & (pos < (x0 + w)[:, None])
+    pick = torch.rand(n, generator=g) < prob
+    mask = (inside_y[:, :, None] & inside_x[:, None, :] & pick[:, None, None]).unsqueeze(1)
+    fill = torch.rand(n, generator=g).view(-1, 1, 1, 1)
+    return torch.where(mask.to(x.device), fill.to(x.device), x)
 
 
 def train_transform(x_uint8: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
@@ -70,6 +94,10 @@ def train_transform(x_uint8: torch.Tensor, cfg: Config, g: torch.Generator) -> t
         x = photometric(x, cfg, g)
     if cfg.aug_blur > 0:
         x = blur(x, cfg.aug_blur, g)
+    if cfg.aug_noise > 0:
+        x = noise(x, cfg.aug_noise, g)
+    if cfg.aug_erase > 0:
+        x = erase(x, cfg.aug_erase, g)
     return x
 
 
