@@ -35,10 +35,10 @@ SETS = [("FER2013 PrivateTest", "fer2013.zip", "PrivateTest_", [FER7, FIVE]),
         ("FER+ test (majority)", "ferplus.zip", "", [FER7 + ["contempt"], FER7, FIVE])]
 
 
-def load_set(zip_name: str, prefix: str, limit: int | None):
-    """RGB images and labels of test/<class>/<prefix>* in the zip (a bad image is reported, skipped)."""
+def load_set(zip_name: str, prefix: str, limit: int | None, split: str = "test"):
+    """RGB images and labels of <split>/<class>/<prefix>* in the zip (a bad image is reported, skipped)."""
     with zipfile.ZipFile(SHARED / "datasets" / zip_name) as zf:
-        names = sorted(n for n in zf.namelist() if n.startswith("test/") and n.count("/") == 2
+        names = sorted(n for n in zf.namelist() if n.startswith(f"{split}/") and n.count("/") == 2
                        and not n.endswith("/") and n.split("/")[2].startswith(prefix))
         if limit:  # a fixed random sample keeps every class in a quick run
             names = sorted(random.Random(0).sample(names, min(limit, len(names))))

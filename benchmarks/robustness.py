@@ -72,7 +72,8 @@ SHIFTS = [
     ("face mask (lower third covered)", lambda im, i: _cover(im, 0.66, 1.0, 0.12, 0.88, 200)),
     ("sunglasses (eye band dark)", lambda im, i: _cover(im, 0.28, 0.46, 0.1, 0.9, 15)),
 ]
-SETS = [("FER2013 PrivateTest", "fer2013.zip", "PrivateTest_"), ("FER+ test (majority)", "ferplus.zip", "")]
+SETS = {"test": [("FER2013 PrivateTest", "fer2013.zip", "test", "PrivateTest_"), ("FER+ test", "ferplus.zip", "test", "")],
+        "val": [("FER2013 PublicTest", "fer2013.zip", "test", "PublicTest_"), ("FER+ val", "ferplus.zip", "val", "")]}
 
 
 def main() -> int:
@@ -80,19 +81,21 @@ def main() -> int:
     ap.add_argument("--model", action="append", type=Path,
                     help="emorec ONNX model, repeatable (default models/best_model.onnx)")
     ap.add_argument("--limit", type=int, help="a fixed random sample of N images per test set")
+    ap.add_argument("--split", choices=SETS, default="test", help="val: the validation images, for decisions")
     ap.add_argument("--no-peer", action="store_true", help="emorec models only (no fer)")
     ap.add_argument("--out", type=Path, help="markdown file (default: benchmarks/robustness.md on a full run)")
     args = ap.parse_args()
-    out = args.out or (None if args.limit or args.no_peer else ROOT / "benchmarks" / "robustness.md")
+    out = args.out or (None if args.limit or args.no_peer or args.split != "test" else ROOT / "benchmarks" / "robustness.md")
 
     models = [emorec_model(m) for m in args.model or [Path("models/best_model.onnx")]]
     if not args.no_peer:
         models.append(fer_model(True))
-    names = [name.split(" (")[0] for name, *_ in models]
-    head = "| shift | " + " | ".join(f"{s} ({n})" for s, *_ in SETS for n in names) + " |"
+    names = [f"M{i + 1}" for i in range(len(models))]
+    sets = SETS[args.split]
+    head = "| shift | " + " | ".join(f"{s}: {n}" for s, *_ in sets for n in names) + " |"
     cells = {}
-    for s, zip_name, prefix in SETS:
-        imgs, labels = load_set(zip_name, prefix, args.limit)
+    for s, zip_name, split, prefix in sets:
+        imgs, labels = load_set(zip_name, prefix, args.limit, split)
         keep = [i for i, lab in enumerate(labels) if lab in FIVE]
         imgs, labels = [imgs[i] for i in keep], [labels[i] for i in keep]
         for shift, f in SHIFTS:
@@ -101,14 +104,17 @@ def main() -> int:
                 acc, *_ = score(predict(moved), classes, labels, FIVE)
                 cells[shift, s, n] = acc
         print(f"{s}: {len(imgs):,} images", file=sys.stderr)
-    rows = [f"| {shift} | " + " | ".join(f"{cells[shift, s, n]:.1%}" for s, *_ in SETS for n in names) + " |"
+    rows = [f"| {shift} | " + " | ".join(f"{cells[shift, s, n]:.1%}" for s, *_ in sets for n in names) + " |"
             for shift, _ in SHIFTS]
-    table = "\n".join([head, "|---|" + "---|" * (len(SETS) * len(names)), *rows])
-    print("models: " + "; ".join(f"{n} = {name}" for n, (name, *_) in zip(names, models)))
+    shifted = [shift for shift, _ in SHIFTS[1:]]
+    rows.append("| **mean over the shifts** | " + " | ".join(
+        f"**{np.mean([cells[shift, s, n] for shift in shifted]):.1%}**" for s, *_ in sets for n in names) + " |")
+    table = "\n".join([head, "|---|" + "---|" * (len(sets) * len(names)), *rows])
+    print("\n".join(f"{n}: {name}" for n, (name, *_) in zip(names, models)))
     print(table)
     if out:
         cmd = shlex.join(["KERAS_BACKEND=torch", "nice", "-n", "19", "/work/peers_venv/bin/python", *sys.argv])
-        legend = "\n".join(f"- {n}: {name}" for n, (name, *_) in zip(names, models))
+        legend = "\n".join(f"- **{n}**: {name}" for n, (name, *_) in zip(names, models))
         out.write_text(TEMPLATE.format(table=table, cmd=cmd, legend=legend))
     return 0
 
