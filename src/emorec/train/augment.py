@@ -3,8 +3,9 @@
 Everything that changes outside the dataset is simulated here: head pose and crop
 (rotation, zoom, translation, flip in one affine warp), lighting (brightness, contrast,
 gamma), cheap cameras (down-and-up resize blur, sensor noise) and occlusion (random
-erasing). One grid_sample per batch keeps it far cheaper than per-image PIL transforms. Random draws come from the CPU generator ``g``
-(the same numbers on any device) and then move to the batch's device.
+erasing). One grid_sample per batch keeps it far cheaper than per-image PIL transforms.
+Random draws come from the CPU generator ``g`` (the same numbers on any device) and then
+move to the batch's device.
 """
 from __future__ import annotations
 
