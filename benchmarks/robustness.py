@@ -113,7 +113,7 @@ def main() -> int:
     print("\n".join(f"{n}: {name}" for n, (name, *_) in zip(names, models)))
     print(table)
     if out:
-        cmd = shlex.join(["KERAS_BACKEND=torch", "nice", "-n", "19", "/work/peers_venv/bin/python", *sys.argv])
+        cmd = shlex.join(["KERAS_BACKEND=torch", "nice", "-n", "19", sys.executable, *sys.argv])  # as peers.py
         legend = "\n".join(f"- **{n}**: {name}" for n, (name, *_) in zip(names, models))
         out.write_text(TEMPLATE.format(table=table, cmd=cmd, legend=legend))
     return 0
