@@ -190,7 +190,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
                 bad = state["bad_epochs"]
-            net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+            net = None
             say(f"stage {spec['stage']}: {spec['epochs']} epoch(s), lr {spec['lr']:g}, "
                 f"trainable params {sum(p.numel() for p in params):,}")
             for epoch in range(first, spec["epochs"]):
@@ -199,6 +199,9 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                     break
                 if bad >= cfg.patience:
                     break
+                # Wrapped only when an epoch runs: a DDP built and never used aborted a rank at exit.
+                if net is None:
+                    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
                 idx = epoch_indices(labels_cpu, cfg.balanced_sampling, len(history), cfg.seed, rank, world)
                 tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, cfg, spec["mix"], len(history) + 1,
                                      seed=cfg.seed * 1000 + rank * 100_000 + len(history), show_progress=main and show_progress)
