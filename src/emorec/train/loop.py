@@ -199,7 +199,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                     break
                 if bad >= cfg.patience:
                     break
-                # Wrapped only when an epoch runs: a DDP built and never used aborted a rank at exit.
+                # Wrapped only when an epoch runs: a stop between stages leaves no unused DDP to tear down.
                 if net is None:
                     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
                 idx = epoch_indices(labels_cpu, cfg.balanced_sampling, len(history), cfg.seed, rank, world)
@@ -244,6 +244,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         if main:
             cfg.save(models_dir / "config.yaml")
             say(f"done in {summary['seconds']:.0f} s; best {cfg.monitor} {best:.4f}; checkpoint {models_dir / BEST}")
+        # Ranks tear down together: rank 1 once aborted in its teardown while rank 0 still wrote files.
+        _barrier(world)
         return summary
 
 
