@@ -16,7 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOREC_SHARED", ROOT.parent / "shared"))
-GLIBC = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+sys.path.insert(0, str(ROOT / "src"))
+
+from emorec.cli import GLIBC_TUNING  # noqa: E402
 
 
 def one_run(data: Path, weights: Path, work: Path) -> tuple[int, float, str]:
@@ -27,7 +29,7 @@ def one_run(data: Path, weights: Path, work: Path) -> tuple[int, float, str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--rdzv-backend=c10d",
            "--rdzv-endpoint=127.0.0.1:0", "-m", "emorec", "train", "--no-progress", "--profile", "FAST_DEBUG"]
     cmd += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLIBC_TUNABLES": GLIBC}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLIBC_TUNABLES": GLIBC_TUNING}
     t0 = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     lines = (out.stdout + out.stderr).splitlines()

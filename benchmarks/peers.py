@@ -1,6 +1,6 @@
 """emorec's ONNX models side by side with the open-source FER tools that run offline, same images.
 
-    KERAS_BACKEND=torch nice -n 19 /work/peers_venv/bin/python benchmarks/peers.py [--model M.onnx ...] [--limit N]
+    KERAS_BACKEND=torch nice -n 19 <peers venv>/bin/python benchmarks/peers.py [--model M.onnx ...] [--limit N]
 
 Prints a markdown table; a full run writes benchmarks/peers.md (method, venv setup: TEMPLATE). fer imports
 tensorflow only for ``tf.lite.Interpreter`` and, via its ImportError fallback, ``keras.models.load_model``: a

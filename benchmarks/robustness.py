@@ -1,6 +1,6 @@
 """Accuracy when the picture changes the way it does outside the dataset (synthetic shifts, same images).
 
-    KERAS_BACKEND=torch nice -n 19 /work/peers_venv/bin/python benchmarks/robustness.py [--model M.onnx ...] [--limit N]
+    KERAS_BACKEND=torch nice -n 19 <peers venv>/bin/python benchmarks/robustness.py [--model M.onnx ...] [--limit N]
 
 Every shift is applied to the 48x48 test crops of FER2013 PrivateTest and FER+ test (5 default classes), then each
 model predicts with its own preprocessing, exactly as in benchmarks/peers.py (whose loaders and models this reuses;
@@ -39,15 +39,9 @@ def _tone(im, gain, gamma=1.0, contrast=1.0):
     return (np.clip(x * gain, 0, 1) ** gamma * 255).round().astype(np.uint8)
 
 
-def _zoom(im, factor):  # >1: tighter crop (centre enlarged); <1: looser (frame grown, reflected borders)
+def _warp(im, deg=0.0, scale=1.0):  # scale >1: tighter crop, <1: looser (frame grown, reflected borders)
     h, w = im.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, factor)
-    return cv2.warpAffine(im, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-
-
-def _rotate(im, deg):
-    h, w = im.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, scale)
     return cv2.warpAffine(im, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
@@ -66,9 +60,9 @@ SHIFTS = [
     ("sensor noise (sigma 12/255)", lambda im, i: _noise(im, 12, i)),
     ("dark (x0.4, gamma 1.3)", lambda im, i: _tone(im, 0.4, gamma=1.3)),
     ("low contrast (x0.4)", lambda im, i: _tone(im, 1.0, contrast=0.4)),
-    ("tighter crop (x1.2)", lambda im, i: _zoom(im, 1.2)),
-    ("looser crop (x0.8)", lambda im, i: _zoom(im, 0.8)),
-    ("head roll 15 deg", lambda im, i: _rotate(im, 15 if i % 2 else -15)),
+    ("tighter crop (x1.2)", lambda im, i: _warp(im, scale=1.2)),
+    ("looser crop (x0.8)", lambda im, i: _warp(im, scale=0.8)),
+    ("head roll 15 deg", lambda im, i: _warp(im, deg=15 if i % 2 else -15)),
     ("face mask (lower third covered)", lambda im, i: _cover(im, 0.66, 1.0, 0.12, 0.88, 200)),
     ("sunglasses (eye band dark)", lambda im, i: _cover(im, 0.28, 0.46, 0.1, 0.9, 15)),
 ]

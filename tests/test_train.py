@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from conftest import cli_args, tiny_cfg
+from emorec.cli import GLIBC_TUNING
 from emorec.config import DEFAULT_CLASSES, Config, load_config
 from emorec.errors import EmorecError
 from emorec.train.dataset import epoch_indices, load_split
 from emorec.train.losses import FocalLoss, SoftTargetCrossEntropy
 from emorec.train.mix import mix_batch, one_hot
 
-ENV = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"}
+ENV = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNING}
 
 
 # --- config ---------------------------------------------------------------------------
