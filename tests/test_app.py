@@ -294,27 +294,22 @@ def test_seven_class_model(app_env, tiny_onnx7, quiz_dir, images_dir):
     assert state.rounds == 1 and state.player == (state.result.truth == "disgust")
 
 
-def test_default_model_and_its_metrics_in_sidebar(app_env, tiny_onnx7, tmp_path):
-    """No --model, no EMOREC_MODEL: ./models/best_model.onnx; its stored test metrics are listed."""
-    import onnx
+def test_default_model_and_its_metrics_in_sidebar(app_env, tmp_path):
+    """No --model, no EMOREC_MODEL: the shipped 5-class model, wherever the app starts; a model
+    trained into ./models is not picked up; the shipped model's stored test metrics are listed."""
+    from emorec.config import SHIPPED_MODELS_DIR
+    from emorec.inference.predictor import Predictor
 
-    from emorec.inference.types import META_KEY, ModelInfo
-
-    model = onnx.load(str(tiny_onnx7))
-    prop = next(p for p in model.metadata_props if p.key == META_KEY)
-    info = ModelInfo.from_json(prop.value)
-    info.metrics = {"accuracy": 0.6125, "macro_f1": 0.5871, "split": "test"}
-    prop.value = info.to_json()
     (tmp_path / "models").mkdir()
-    onnx.save(model, str(tmp_path / "models" / "best_model.onnx"))
+    (tmp_path / "models" / "best_model.onnx").write_bytes(b"not this one")
     app_env.delenv("EMOREC_MODEL")
     at = open_app()
     assert not at.error
-    assert "models/best_model.onnx" in at.sidebar.caption[0].value
-    assert f"**Classes (7):** {', '.join(FER_CLASSES)}" in at.sidebar.markdown[0].value
+    assert str(SHIPPED_MODELS_DIR / "best_model.onnx") in at.sidebar.caption[0].value
+    info = Predictor.from_path("5class", detector="none").info
+    assert f"**Classes (5):** {', '.join(info.classes)}" in at.sidebar.markdown[0].value
     metrics = at.sidebar.dataframe[0].value
-    assert dict(zip(metrics["metric"], metrics["value"])) == {"accuracy": "0.6125", "macro_f1": "0.5871",
-                                                              "split": "test"}
+    assert dict(zip(metrics["metric"], metrics["value"]))["accuracy"] == f"{info.metrics['accuracy']:.4f}"
 
 
 def test_quiz_picks_up_split_made_later_and_skips_bad_files(app_env, quiz_dir, tmp_path):

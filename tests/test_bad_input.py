@@ -44,10 +44,10 @@ def predict(capsys, *args):
 def assert_skipped(capsys, model, bad, good, reason):
     """The bad file gets one stderr line; the good one beside it is still predicted."""
     rc, out, err = predict(capsys, bad, good, "--model", model)
-    assert rc == 0
+    assert rc == 1  # some input failed; the rest is still written
     assert len(err) == 1, err
     assert err[0].startswith(f"emorec predict: skipped {bad}: ") and reason in err[0]
-    assert len(out) == 1 and out[0].startswith(f"{good}  1  ")
+    assert len(out) == 2 and out[1].startswith(f"{good}  1  ")
 
 
 def predict_json(capsys, model, path):
@@ -147,7 +147,7 @@ def test_model_for_other_classes(capsys, tiny_onnx7, good):
     # saying which classes the model has makes it fine
     rc, out, _ = predict(capsys, good, "--model", tiny_onnx7,
                          "--set", "ACTIVE_CLASSES=angry,disgust,fear,happy,neutral,sad,surprise")
-    assert rc == 0 and len(out) == 1
+    assert rc == 0 and len(out) == 2
 
 
 def test_no_traceback_in_a_real_process(tmp_path, tiny_onnx, good, yunet_path):
@@ -157,9 +157,9 @@ def test_no_traceback_in_a_real_process(tmp_path, tiny_onnx, good, yunet_path):
     run = subprocess.run([sys.executable, "-m", "emorec", "predict", str(empty), str(text), str(good),
                           "--model", str(tiny_onnx)], capture_output=True, text=True,
                          env={**os.environ, "EMOREC_YUNET": str(yunet_path)})
-    assert run.returncode == 0
+    assert run.returncode == 1
     assert "Traceback" not in run.stderr and len(run.stderr.splitlines()) == 2
-    assert run.stdout.startswith(f"{good}  1  ")
+    assert run.stdout.splitlines()[1].startswith(f"{good}  1  ")
 
 
 # --- odd but valid images predict like the plain photo ------------------------------

@@ -402,3 +402,58 @@ def test_mixing_fer2013_and_ferplus_keeps_test_faces_out_of_train(fer2013_zip, f
     # both standard test sets stay whole; their conflicting copies are flagged for the evaluator
     assert Counter(r["source"] for r in rows if r["split"] == "test").keys() == {"fer2013", "ferplus"}
     assert report["conflict"]["test"] > 0 and report["conflict"]["train"] == 0
+
+
+# --- CSV label files (muxspace's legend.csv, AffectNet / FER+ CSVs) ---------------------
+
+def make_csv_source(root: Path, rows: list[tuple[str, str]], header=("user.id", "image", "emotion")) -> Path:
+    """``root/images/<file>`` for every row whose file is not "missing*", and ``root/legend.csv``."""
+    for i, (name, _) in enumerate(rows):
+        if not name.startswith("missing"):
+            save(root / "images" / name, face(500 + i, color=True))
+    with open(root / "legend.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows([("7", name, label) for name, label in rows])
+    return root
+
+
+def test_csv_labelled_source(tmp_path, capsys):
+    rows = [("a.jpg", "anger"), ("b.jpg", "ANGER"), ("c.jpg", "happiness"), ("d.jpg", "HAPPINESS"),
+            ("e.jpg", "sadness"), ("f.jpg", "Surprise"), ("g.jpg", "confused"), ("missing.jpg", "fear")]
+    src = make_csv_source(tmp_path / "photos", rows)
+    save(src / "images" / "unlisted.jpg", face(999, color=True))
+    cfg = Config(active_classes=["angry", "happy", "sad", "surprise"], val_fraction=0.0, test_fraction=0.0)
+    report = prepare(cfg, [src], tmp_path / "out")
+    s = report["sources"]["photos"]
+    assert s["label_files"] == ["legend.csv"] and s["label_rows_unmatched"] == 1
+    assert s["unknown_labels"] == {"confused": 1} and s["unlabelled"] == 1
+    assert s["counts"] == {"-": {"angry": 2, "happy": 2, "sad": 1, "surprise": 1}}
+    err = capsys.readouterr().err
+    assert "unknown labels: confused (1)" in err and "name no image of the source (first: legend.csv:9: missing.jpg)" in err
+    assert "1 images in no label file" in err
+    assert sorted(p.name for p in (tmp_path / "out/train/angry").iterdir()) == ["photos__a.jpg", "photos__b.jpg"]
+
+
+def test_csv_columns_are_configurable_and_zips_work(tmp_path):
+    src = make_csv_source(tmp_path / "affect", [("x1.png", "happy"), ("x2.png", "sad")], header=("id", "file", "label"))
+    with zipfile.ZipFile(tmp_path / "affect.zip", "w") as z:
+        for p in src.rglob("*"):
+            z.write(p, "affect/" + p.relative_to(src).as_posix())
+    with pytest.raises(EmorecError, match="no CSV with columns 'image' and 'emotion'"):
+        prepare(Config(val_fraction=0.0, test_fraction=0.0), [tmp_path / "affect.zip"], tmp_path / "o1")
+    cfg = load_config(None, {"LABELS_IMAGE_COLUMN": "FILE", "LABELS_LABEL_COLUMN": "Label", "val_fraction": 0,
+                             "test_fraction": 0, "active_classes": "happy,sad"})
+    report = prepare(cfg, [tmp_path / "affect.zip"], tmp_path / "o2")
+    assert report["sources"]["affect"]["counts"] == {"-": {"happy": 1, "sad": 1}}
+
+
+def test_muxspace_dev_legend(shared_dir):
+    from emorec.data.sources import open_sources
+
+    [src] = open_sources([shared_dir / "datasets" / "muxspace_dev.zip"])
+    counts = Counter(e.label for e in src.entries)
+    assert counts == {"angry": 126, "disgust": 83, "fear": 11, "happy": 200, "neutral": 200, "sad": 134,
+                      "surprise": 183}
+    assert src.label_files == ["muxspace_dev/legend.csv"] and not src.unlabelled and not src.label_rows_unmatched
+    src.close()

@@ -121,7 +121,32 @@ def test_faces_are_ordered_left_to_right(yunet, photos):
 def no_yunet_anywhere(tmp_path, monkeypatch):
     monkeypatch.delenv("EMOREC_YUNET", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(detect_mod, "PACKAGED_YUNET", tmp_path / "site-packages" / detect_mod.YUNET_FILE)
     return tmp_path / ".cache" / "emorec" / detect_mod.YUNET_FILE
+
+
+def test_yunet_ships_in_the_package(monkeypatch, tmp_path):
+    """pip install, then predict: no download, no variable (the detector is package data)."""
+    import hashlib
+
+    monkeypatch.delenv("EMOREC_YUNET", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(detect_mod, "YUNET_URL", "http://127.0.0.1:9/yunet.onnx")  # no network
+    path = find_yunet()
+    assert path == detect_mod.PACKAGED_YUNET and path.is_file()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == detect_mod.YUNET_SHA256
+    assert not (tmp_path / ".cache").exists()
+
+
+def test_relative_yunet_path_is_named_in_full(monkeypatch, tmp_path, yunet_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "y.onnx").write_bytes(yunet_path.read_bytes())
+    monkeypatch.setenv("EMOREC_YUNET", "w/y.onnx")
+    assert find_yunet() == tmp_path / "w" / "y.onnx"
+    monkeypatch.setenv("EMOREC_YUNET", "w/none.onnx")
+    with pytest.raises(EmorecError, match=f"not found: {tmp_path}/w/none.onnx"):
+        find_yunet()
 
 
 def test_find_yunet_explicit_env_and_cache(yunet_path, no_yunet_anywhere, monkeypatch):
@@ -133,7 +158,7 @@ def test_find_yunet_explicit_env_and_cache(yunet_path, no_yunet_anywhere, monkey
     monkeypatch.delenv("EMOREC_YUNET")
     no_yunet_anywhere.parent.mkdir(parents=True)
     no_yunet_anywhere.write_bytes(yunet_path.read_bytes())
-    assert find_yunet() == no_yunet_anywhere
+    assert find_yunet() == no_yunet_anywhere  # without the packaged copy: the user cache
 
 
 def test_yunet_file_that_is_not_a_model(tmp_path):
@@ -288,22 +313,22 @@ def make_tiny():
 
 
 def test_default_model_path(tmp_path, monkeypatch):
-    from emorec.inference import predictor as predictor_mod
+    from emorec.config import SHIPPED_MODELS_DIR
+    from emorec.inference.predictor import resolve_model
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(predictor_mod, "REPO_ROOT", tmp_path / "repo")
     assert default_model_path(Config(model_path=tmp_path / "x.onnx")) == tmp_path / "x.onnx"
-    # nothing anywhere: the ./models path, so the error names where a model belongs
-    assert default_model_path() == default_model_path(Config()) == predictor_mod.Path("models/best_model.onnx")
-    with pytest.raises(EmorecError, match="model file not found: models/best_model.onnx"):
-        Predictor.from_path(None, detector="none")
-    shipped = tmp_path / "repo" / "models" / "best_model.onnx"
-    shipped.parent.mkdir(parents=True)
-    shipped.write_bytes(b"x")
-    assert default_model_path() == shipped
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "best_model.onnx").write_bytes(b"x")
-    assert default_model_path(Config(models_dir="mine")) == predictor_mod.Path("mine/best_model.onnx")
+    # the default is the shipped 5-class model, wherever the command runs
+    assert default_model_path() == default_model_path(Config()) == SHIPPED_MODELS_DIR / "best_model.onnx"
+    assert default_model_path().is_file()
+    assert resolve_model("7class") == SHIPPED_MODELS_DIR / "emotion_7class.onnx"
+    assert default_model_path(Config(model_path="7class")) == resolve_model("7class")
+    # a model trained and exported into the run folder is never picked up silently
+    (tmp_path / "runs/default/models").mkdir(parents=True)
+    (tmp_path / "runs/default/models/best_model.onnx").write_bytes(b"x")
+    assert default_model_path(Config()) == SHIPPED_MODELS_DIR / "best_model.onnx"
+    with pytest.raises(EmorecError, match="model file not found: .*nope.onnx .*5class, 7class"):
+        Predictor.from_path("nope.onnx", detector="none")
 
 
 def test_from_config_takes_its_settings(tiny_onnx, yunet_path):

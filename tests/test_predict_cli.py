@@ -38,7 +38,9 @@ def predict(capsys, *args):
 
 
 def parse_text(out: str) -> list[list[str]]:
-    return [line.split("  ") for line in out.splitlines()]
+    lines = out.splitlines()
+    assert lines[0].startswith("# path  face  x,y,w,h (box in pixels)")  # the header says what the columns are
+    return [line.split("  ") for line in lines[1:]]
 
 
 @pytest.fixture
@@ -79,7 +81,7 @@ def test_many_images_and_no_face(capsys, tiny_onnx, images_dir):
 
 def test_folder_is_searched_recursively(capsys, tiny_onnx, photo_tree):
     rc, out, err = predict(capsys, photo_tree, "--model", tiny_onnx)
-    assert rc == 0
+    assert rc == 1  # broken.jpg could not be read; the others are answered
     seen = {r[0] for r in parse_text(out)}
     assert seen == {str(photo_tree / p) for p in ("a.jpg", "sub/b.png", "sub/deeper/c.png")}
     assert len(err.splitlines()) == 1
@@ -105,9 +107,9 @@ def test_progress_bar_on_a_terminal(tiny_onnx, photo_tree, yunet_path):
             break
         err += chunk
     os.close(master)
-    assert proc.returncode == 0
+    assert proc.returncode == 1  # broken.jpg
     assert "100%" in err.decode() and "4/4" in err.decode()
-    assert "%" not in out and len(out.splitlines()) == 3
+    assert "%" not in out and len(out.splitlines()) == 1 + 3
 
 
 def test_json_output(capsys, tiny_onnx, images_dir, tmp_path):
@@ -115,13 +117,13 @@ def test_json_output(capsys, tiny_onnx, images_dir, tmp_path):
     bad.write_text("x")
     rc, out, _ = predict(capsys, images_dir / "multi_face.jpg", bad, "--model", tiny_onnx, "--json", "--top-k", "2")
     doc = json.loads(out)
-    assert rc == 0 and doc["classes"] == DEFAULT_CLASSES and doc["detector"] == "yunet"
+    assert rc == 1 and doc["classes"] == DEFAULT_CLASSES and doc["detector"] == "yunet"
     by_path = {r["path"]: r for r in doc["results"]}
     faces = by_path[str(images_dir / "multi_face.jpg")]["faces"]
     assert len(faces) == 5
     for f in faces:
-        assert set(f) == {"box", "label", "confidence", "probs", "det_score", "top_k"}
-        assert f["top_k"][0] == [f["label"], f["confidence"]] and len(f["top_k"]) == 2
+        assert set(f) == {"box", "label", "confidence", "probs", "det_score", "top"}
+        assert f["top"][0] == {"label": f["label"], "prob": f["confidence"]} and len(f["top"]) == 2
         assert sum(f["probs"].values()) == pytest.approx(1, abs=1e-5)
     assert "not an image" in by_path[str(bad)]["error"]
 
@@ -152,7 +154,7 @@ def test_annotate_one_image_to_a_file(capsys, tiny_onnx, images_dir, tmp_path):
 def test_annotate_many_images_to_a_folder(capsys, tiny_onnx, photo_tree, tmp_path):
     out_dir = tmp_path / "annotated"
     rc, _, _ = predict(capsys, photo_tree, "--model", tiny_onnx, "--annotate", out_dir)
-    assert rc == 0
+    assert rc == 1  # broken.jpg
     made = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
     assert made == ["a.jpg", "sub/b.png", "sub/deeper/c.png"]
     # the cat has no face: its copy is unchanged
@@ -208,6 +210,40 @@ def test_video_human_output(capsys, tiny_onnx, clip):
     assert rc == 0
     assert [r[0] for r in parse_text(out)] == [f"{clip} frame 0", f"{clip} frame 6"]
     assert parse_text(out)[1][1] == "no face found"
+
+
+def test_exit_status_and_input_order(capsys, tiny_onnx, images_dir, tmp_path):
+    """0: every input processed; 1: some could not be read, the rest still written in input order."""
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    odd = tmp_path / "two\nlines.jpg"
+    odd.write_bytes((images_dir / "single_face.jpg").read_bytes())
+    rc, out, err = predict(capsys, empty, "--model", tiny_onnx)
+    assert rc == 1 and "empty file" in err and len(err.splitlines()) == 1
+    rc, out, err = predict(capsys, images_dir / "astronaut.png", empty, odd, "--model", tiny_onnx, "--csv")
+    assert rc == 1 and len(err.splitlines()) == 1
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["path"] for r in rows] == [str(images_dir / "astronaut.png"), str(empty), str(odd)]
+    assert rows[1]["error"] and not rows[2]["error"]
+    rc, out, _ = predict(capsys, odd, "--model", tiny_onnx)
+    assert rc == 0 and len(out.splitlines()) == 2 and "two\\nlines.jpg  1  " in out  # one line per face
+
+
+def test_annotate_does_not_apply_to_videos(capsys, tiny_onnx, clip, images_dir, tmp_path):
+    assert "--video-out" in usage_error(capsys, clip, "--model", tiny_onnx, "--annotate", tmp_path / "a")
+    rc, _, err = predict(capsys, clip, images_dir / "single_face.jpg", "--model", tiny_onnx, "--annotate",
+                         tmp_path / "a", "--every", "6")
+    assert rc == 0 and "--annotate applies to the images" in err
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["single_face.jpg"]
+
+
+def test_broken_video_is_one_line(tiny_onnx, tmp_path, yunet_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\0\0\0\x18ftypmp42" + bytes(2000))
+    run = subprocess.run([sys.executable, "-m", "emorec", "predict", str(bad), "--model", str(tiny_onnx)],
+                         capture_output=True, text=True, env={**os.environ, "EMOREC_YUNET": str(yunet_path)})
+    assert run.returncode == 1 and len(run.stderr.splitlines()) == 1, run.stderr
+    assert "moov" not in run.stderr and run.stderr.startswith(f"emorec predict: skipped {bad}")
 
 
 def usage_error(capsys, *args) -> str:

@@ -126,12 +126,6 @@ def _decode(name: str, data: bytes, max_pixels: int):
     return imageio.read_image(data, name=name)
 
 
-def _face_out(face, top_k: int) -> dict[str, Any]:
-    d = face.to_dict()
-    d["top"] = [{"label": c, "prob": p} for c, p in face.top_k(top_k)]
-    return d
-
-
 def _one_line(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -224,7 +218,7 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
         name, data = _read_upload(file, max_upload_bytes)
         img = _decode(name, data, max_pixels)
         faces = get_predictor().predict([img], detect=detect)[0]  # thread-safe
-        return {"faces": [_face_out(f, top_k) for f in faces], "width": int(img.shape[1]),
+        return {"faces": [f.to_dict(top_k) for f in faces], "width": int(img.shape[1]),
                 "height": int(img.shape[0]), "model": get_predictor().info.version}
 
     @app.post("/predict/batch", response_model=BatchOut, responses=ERRORS,
@@ -251,7 +245,7 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
         if good:  # all faces of all good images in one inference batch
             per_image = get_predictor().predict([img for _, img in good], detect=detect)
             for (i, _), faces in zip(good, per_image):
-                results[i]["faces"] = [_face_out(f, top_k) for f in faces]
+                results[i]["faces"] = [f.to_dict(top_k) for f in faces]
         return {"results": results, "model": get_predictor().info.version}
 
     return app

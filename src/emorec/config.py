@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,11 @@ from typing import Any
 from emorec.errors import EmorecError
 
 DEFAULT_CLASSES = ["angry", "fear", "happy", "sad", "surprise"]
+# The models that ship with emorec, in the repository's models/ folder, picked by short name
+# (`--model 7class`). Training and export write to run folders, never here unless forced.
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+SHIPPED_MODELS = {"5class": "best_model.onnx", "7class": "emotion_7class.onnx"}
+DEFAULT_MODEL = "5class"
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
 
@@ -44,18 +50,38 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+MONITORS = ("val_macro_f1", "val_acc", "val_loss")
+# Closed ranges of numeric keys: a value outside is a typo, caught when the config is built
+# (IMG_SIZE=100000 would try to allocate tens of GiB; DROPOUT=5 fails deep inside torch).
+_RANGES = {
+    "img_size": (32, 1024), "batch_size": (1, 65536), "dropout": (0.0, 0.99), "aug_blur": (0.0, 1.0),
+    "aug_erase": (0.0, 1.0), "aug_noise": (0.0, 0.5), "aug_rot": (0.0, 180.0), "aug_zoom": (0.0, 0.9),
+    "aug_trans": (0.0, 0.5), "color_jitter": (0.0, 1.0), "mixup_alpha": (0.0, 100.0), "cutmix_alpha": (0.0, 100.0),
+    "cutmix_prob": (0.0, 1.0), "focal_gamma": (0.0, 10.0), "label_smoothing": (0.0, 0.99),
+    "hard_label_weight": (0.0, 1.0), "weight_decay": (0.0, 10.0), "epochs_stage1": (0, 10000),
+    "epochs_stage2": (0, 10000), "lr_stage1": (0.0, 10.0), "lr_stage2": (0.0, 10.0), "finetune_layers": (-1, 1000),
+    "patience": (1, 10000), "max_train_per_class": (1, 10 ** 9), "max_eval_per_class": (1, 10 ** 9),
+    "num_threads": (0, 1024), "max_minutes": (0.0, 10 ** 7), "near_dup_bits": (0, 64),
+    "det_score_threshold": (0.0, 1.0), "face_margin": (0.0, 1.0), "min_face_size": (1, 100000),
+    "det_max_side": (32, 8192), "det_min_side": (0, 8192), "ort_threads": (0, 1024),
+}
+
+
 @dataclass
 class Config:
     # --- paths (relative paths are relative to the working directory) ---
     data_dir: Path = Path("data_split")
-    models_dir: Path = Path("models")
-    reports_dir: Path = Path("reports")
-    cache_dir: Path = Path(".cache/emorec")
+    models_dir: Path = Path("runs/default/models")  # checkpoints, exported ONNX, config.yaml
+    reports_dir: Path = Path("runs/default/reports")
+    cache_dir: Path = Path("~/.cache/emorec")  # decoded splits; a user folder, not the checkout
     weights_dir: Path | None = None  # ImageNet .pth files; also $EMOREC_WEIGHTS_DIR
 
     # --- data ---
     active_classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     sources: list[str] = field(default_factory=list)  # folders, zips, kaggle:owner/name
+    # Sources without class folders: a CSV in them with these columns gives each image's label.
+    labels_image_column: str = "image"
+    labels_label_column: str = "emotion"
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     keep_source_splits: bool = True  # reuse a source's own test/val split when it has one
@@ -131,7 +157,7 @@ class Config:
     tta_flip: bool = False
 
     # --- inference ---
-    model_path: Path | None = None  # None: models/best_model.onnx, else the shipped model
+    model_path: Path | None = None  # an .onnx file or a shipped model's name (5class, 7class); None: 5class
     detector: str = "yunet"  # yunet | haar | none
     yunet_path: Path | None = None  # also $EMOREC_YUNET
     det_score_threshold: float = 0.6
@@ -177,19 +203,22 @@ class Config:
             raise EmorecError("VAL_FRACTION and TEST_FRACTION must be in [0, 1) and sum to less than 1")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise EmorecError(f"DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if not 0 <= self.hard_label_weight <= 1:
-            raise EmorecError(f"HARD_LABEL_WEIGHT must be in [0, 1], got {self.hard_label_weight}")
         if self.hard_label_weight and not self.soft_labels:
             raise EmorecError("HARD_LABEL_WEIGHT blends folder labels into votes; it needs SOFT_LABELS: true")
         if not 0 <= self.det_min_side <= self.det_max_side:
             raise EmorecError(f"DET_MIN_SIDE must be in [0, DET_MAX_SIDE={self.det_max_side}], got {self.det_min_side}")
-        for key in ("aug_blur", "aug_erase"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise EmorecError(f"{key.upper()} is a probability in [0, 1], got {getattr(self, key)}")
-        if not 0 <= self.aug_noise <= 0.5:
-            raise EmorecError(f"AUG_NOISE is a noise std in [0, 0.5], got {self.aug_noise}")
-        if self.img_size < 32:
-            raise EmorecError(f"IMG_SIZE must be at least 32, got {self.img_size}")
+        for f in fields(self):  # NaN and infinity pass every comparison below; refuse them first
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise EmorecError(f"{f.name.upper()} must be a finite number, got {v}")
+        for key, (lo, hi) in _RANGES.items():
+            v = getattr(self, key)
+            if v is not None and not lo <= v <= hi:
+                raise EmorecError(f"{key.upper()} must be in [{lo:g}, {hi:g}], got {v:g}")
+        if self.monitor not in MONITORS:
+            raise EmorecError(f"MONITOR must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        if not self.lr_stage1 > 0 or not self.lr_stage2 > 0:
+            raise EmorecError(f"LR_STAGE1 and LR_STAGE2 must be positive, got {self.lr_stage1:g}, {self.lr_stage2:g}")
         return self
 
     # --- (de)serialisation -------------------------------------------------
@@ -258,7 +287,7 @@ def _coerce(name: str, raw: Any) -> Any:
                 return False
             raise ValueError(raw)
         if tp is Path:
-            return Path(str(raw)).expanduser()
+            return Path(str(raw))  # "~" is expanded where a path is opened, so records keep it
         if tp in (int, float, str):
             if tp is int and isinstance(raw, float) and not raw.is_integer():
                 raise ValueError(raw)

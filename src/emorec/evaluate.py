@@ -64,9 +64,14 @@ def leak_flags(data_dir: Path, paths: list[str]) -> np.ndarray | None:
 
 
 def metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    return metrics_of_predictions(y, probs.argmax(1), classes)
+
+
+def metrics_of_predictions(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class P/R/F1 and the confusion matrix; a prediction outside
+    ``classes`` (a photo without a face) is an error for its true class."""
     from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-    pred = probs.argmax(1)
     labels = list(range(len(classes)))
     rep = classification_report(y, pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
     return {
@@ -83,7 +88,7 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
                    tta_flip: bool | None = None, batch_size: int = 256) -> dict:
     from emorec.plots import confusion_matrix_png
     from emorec.train.dataset import load_split
-    from emorec.train.loop import git_commit
+    from emorec.provenance import git_commit
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -112,6 +117,69 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
         f"accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n"
         + (f"leakage-clean: accuracy {result['leakage_clean']['accuracy']:.4f} on {result['leakage_clean']['n']} images\n"
            if "leakage_clean" in result else "") + "\n" + result["report_text"])
+    (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
+                                                      "config": cfg.to_dict()}, indent=2))
+    return result
+
+
+NO_FACE = "no face"
+
+
+def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | None = None) -> dict:
+    """Score labelled whole photos the way ``emorec predict`` sees them: the face detector first,
+    then the ONNX model on the largest face. A photo where no face is found counts as an error
+    (column "no face" of the confusion matrix); photos of classes the model lacks are left out."""
+    from emorec.data.pipeline import label_columns
+    from emorec.data.sources import open_sources
+    from emorec.imageio import read_image
+    from emorec.inference.predictor import Predictor
+    from emorec.plots import confusion_matrix_png
+    from emorec.provenance import git_commit, portable_path
+
+    predictor = Predictor.from_config(cfg, model_path, check_classes=False)
+    classes = predictor.classes
+    y, pred, no_face, unreadable = [], [], [], []
+    t0 = time.perf_counter()
+    for src in open_sources([source], label_columns(cfg)):
+        try:
+            for e in src.entries:
+                if e.label not in classes:
+                    continue
+                try:
+                    img = read_image(src.read(e.name), name=e.name)
+                except (EmorecError, OSError) as err:
+                    unreadable.append(str(err))
+                    continue
+                faces = predictor.predict([img])[0]
+                y.append(classes.index(e.label))
+                if faces:
+                    largest = max(faces, key=lambda f: f.box[2] * f.box[3])
+                    pred.append(classes.index(largest.label))
+                else:
+                    pred.append(len(classes))
+                    no_face.append(e.name)
+        finally:
+            src.close()
+    if not y:
+        raise EmorecError(f"{source}: no labelled photo of the model's classes ({', '.join(classes)})")
+    y_arr, p_arr = np.array(y), np.array(pred)
+    result = {"model": portable_path(predictor.model_path), "photos": portable_path(source),
+              "detector": predictor.detector_name, "classes": classes, "no_face": len(no_face),
+              "no_face_files": no_face, "unreadable": unreadable,
+              "seconds": round(time.perf_counter() - t0, 2), "commit": git_commit(),
+              **metrics_of_predictions(y_arr, p_arr, classes)}
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y_arr, p_arr, labels=list(range(len(classes) + 1)))[:len(classes)]
+    result["confusion_matrix"] = cm.tolist()
+    out_dir = Path(out_dir or cfg.reports_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{predictor.model_path.name} on {Path(source).name} (acc {result['accuracy']:.1%})"
+    confusion_matrix_png(cm, classes, out_dir / "confusion_matrix.png", title, predicted=[*classes, NO_FACE])
+    (out_dir / "classification_report.txt").write_text(
+        f"model: {result['model']}\nphotos: {result['photos']} ({result['n']} faces of the model's classes, "
+        f"detector {result['detector']}, no face found in {len(no_face)})\n"
+        f"accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n\n" + result["report_text"])
     (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
                                                       "config": cfg.to_dict()}, indent=2))
     return result

@@ -15,6 +15,7 @@ import numpy as np
 from emorec import __version__
 from emorec.config import Config
 from emorec.inference.types import META_KEY, ModelInfo
+from emorec.provenance import portable_path
 
 
 def model_info(cfg: Config, commit: str, metrics: dict | None = None, members: int = 1,
@@ -147,7 +148,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
 
     to_onnx(model, cfg, out)
     set_metadata(out, info)
-    report: dict = {"onnx": str(out), "classes": cfg.active_classes, "checkpoints": [str(p) for p in paths],
+    report: dict = {"onnx": portable_path(out), "classes": cfg.active_classes,
+                    "checkpoints": [portable_path(p) for p in paths],
                     "tta_flip": tta_flip}
 
     test = load_split(data_dir, "test", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,
@@ -166,7 +168,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
         quantize_int8(out, q, calib.images.numpy())
         set_metadata(q, info)
         p_q = _ort_probs(q, x)
-        report["int8"] = {"onnx": str(q), "acc_int8": float((p_q.argmax(1) == y).mean()),
+        report["int8"] = {"onnx": portable_path(q), "acc_int8": float((p_q.argmax(1) == y).mean()),
                           "acc_drop_vs_fp32": float((p_onnx.argmax(1) == y).mean() - (p_q.argmax(1) == y).mean()),
                           "top1_agreement_vs_fp32": float((p_q.argmax(1) == p_onnx.argmax(1)).mean()),
                           "mean_abs_prob_diff_vs_fp32": float(np.abs(p_q - p_onnx).mean()),

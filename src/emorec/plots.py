@@ -15,18 +15,21 @@ def _plt():
     return plt
 
 
-def confusion_matrix_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "Confusion matrix") -> Path:
+def confusion_matrix_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "Confusion matrix",
+                         predicted: list[str] | None = None) -> Path:
+    """Rows: true ``classes``; columns: ``predicted`` (default the same; photos add "no face")."""
     plt = _plt()
+    predicted = predicted or classes
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2, 1.1 * len(classes) + 1.5))
+    fig, ax = plt.subplots(figsize=(1.1 * len(predicted) + 2, 1.1 * len(classes) + 1.5))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_xticks(range(len(predicted)), predicted, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
     for i in range(len(classes)):
-        for j in range(len(classes)):
+        for j in range(len(predicted)):
             ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()

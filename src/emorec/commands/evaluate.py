@@ -8,7 +8,11 @@ from emorec.cli import add_config_arguments, config_from_args, tune_malloc
 
 def add_arguments(p) -> None:
     add_config_arguments(p)
-    p.add_argument("--model", help="checkpoint (.pt) or ONNX model (default: MODELS_DIR/best_model.pt)")
+    p.add_argument("--model", help="checkpoint (.pt), ONNX model or shipped model name (5class, 7class) "
+                                   "(default: MODELS_DIR/best_model.pt; with --photos the shipped 5class)")
+    p.add_argument("--photos", metavar="SOURCE",
+                   help="score labelled whole photos (class folders, or a CSV label file; folder or zip) "
+                        "through the face detector, as `emorec predict` does; faces not found count as errors")
     p.add_argument("--split", default="test", help="split of DATA_DIR to evaluate (default: test)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped face")
     p.add_argument("--out", help="report folder (default: REPORTS_DIR)")
@@ -24,7 +28,11 @@ def run(args) -> int:
     require("sklearn", "train")
     from emorec.evaluate import run_evaluation
 
-    model = Path(args.model) if args.model else Path(cfg.models_dir) / "best_model.pt"
+    from emorec.inference.predictor import resolve_model
+
+    if args.photos:
+        return _photos(cfg, args)
+    model = resolve_model(args.model) if args.model else Path(cfg.models_dir) / "best_model.pt"
     if args.store and model.suffix != ".onnx":
         from emorec.errors import EmorecError
 
@@ -43,4 +51,23 @@ def run(args) -> int:
 
         store_metrics(model, r)
         print(f"stored accuracy {r['accuracy']:.4f} in {model}'s metadata")
+    return 0
+
+
+def _photos(cfg, args) -> int:
+    from emorec.errors import EmorecError
+    from emorec.evaluate import evaluate_photos
+
+    if args.model and Path(args.model).suffix == ".pt":
+        raise EmorecError("--photos scores an ONNX model on the predict path; export the checkpoint first")
+    if args.store or args.tta:
+        raise EmorecError("--store and --tta apply to split evaluation, not to --photos")
+    r = evaluate_photos(cfg, args.model, args.photos, Path(args.out) if args.out else None)
+    print(r["report_text"])
+    recall = "  ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
+    print(f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  ({r['n']} photos, "
+          f"no face found in {r['no_face']}, {len(r['unreadable'])} unreadable, {r['seconds']:.1f} s)")
+    print(f"recall: {recall}")
+    out = Path(args.out) if args.out else Path(cfg.reports_dir)
+    print(f"wrote {out / 'metrics.json'}, {out / 'classification_report.txt'}, {out / 'confusion_matrix.png'}")
     return 0

@@ -10,7 +10,8 @@ def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--checkpoint", nargs="+", help="trained checkpoint (default: MODELS_DIR/best_model.pt); "
                    "several: one ONNX model averaging their probabilities over the first one's classes")
-    p.add_argument("--out", help="ONNX path (default: checkpoint with .onnx)")
+    p.add_argument("--out", help="ONNX path (default: the checkpoint's, with .onnx; in its run folder)")
+    p.add_argument("--force", action="store_true", help="replace a shipped model in models/ (an explicit act)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
     p.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image inside "
                    "the model (twice the compute)")
@@ -28,8 +29,10 @@ def run(args) -> int:
     from emorec.export import export
 
     ckpt = [Path(c) for c in args.checkpoint] if args.checkpoint else [Path(cfg.models_dir) / "best_model.pt"]
+    out = Path(args.out) if args.out else ckpt[0].with_suffix(".onnx")
+    _check_not_shipped(out, args.force, not args.no_int8)
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
-    r = export(ckpt, Path(args.out) if args.out else None, int8=not args.no_int8,
+    r = export(ckpt, out, int8=not args.no_int8,
                data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip)
     par = r["parity"]
     print(f"wrote {r['onnx']} ({r['size_mb']} MB)")
@@ -40,3 +43,15 @@ def run(args) -> int:
         print(f"wrote {q['onnx']} ({q['size_mb']} MB): accuracy {q['acc_int8']:.4f} "
               f"(drop {q['acc_drop_vs_fp32']:+.4f} vs fp32), top-1 agreement {q['top1_agreement_vs_fp32']:.2%}")
     return 0
+
+
+def _check_not_shipped(out: Path, force: bool, int8: bool) -> None:
+    """Refuse to overwrite a file in the shipped models folder unless --force."""
+    from emorec.config import SHIPPED_MODELS_DIR
+    from emorec.errors import EmorecError
+
+    written = [out, out.with_suffix(".json")] + ([out.with_name(out.stem + ".int8.onnx")] if int8 else [])
+    hit = [p for p in written if p.absolute().parent == SHIPPED_MODELS_DIR and p.exists()]
+    if hit and not force:
+        raise EmorecError(f"{hit[0]} is a shipped model file; export to a run folder, "
+                          "or replace it on purpose with --force")

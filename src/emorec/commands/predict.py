@@ -1,7 +1,8 @@
 """`emorec predict PATH [PATH ...]`: emotions of the faces in images, folders and videos.
 
-A bad file among the inputs is reported on stderr (one line) and skipped; only usage
-errors (no inputs, bad model, bad options) end the run with a non-zero exit code.
+A bad file among the inputs is reported on stderr (one line) and skipped; the others are
+still processed and written. Exit status: 0 when every input was processed, 1 when some
+could not be (results for the rest written), 2 for usage errors (bad model, bad options).
 """
 from __future__ import annotations
 
@@ -17,10 +18,20 @@ SAVE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CHUNK = 16  # images decoded and classified together
 
 
+EPILOG = """output: one line (text), row (CSV) or record (JSON) per face; a face's box is x, y, w, h
+in original-image pixels (top-left corner, width, height). JSON faces have the shape of the API's:
+{"box": [x, y, w, h], "label", "confidence", "probs": {class: p}, "det_score", "top": [{"label", "prob"}]}.
+models: an .onnx file, or a shipped model by name: 5class (default), 7class (adds neutral, disgust).
+exit status: 0 every input processed; 1 some inputs could not be read (the rest are written);
+2 usage error."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = EPILOG
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively) or videos (.mp4 .avi .mov .mkv .webm)")
-    p.add_argument("--model", help="ONNX model (default: MODEL_PATH, else models/best_model.onnx)")
+    p.add_argument("--model", help="ONNX file or shipped model name: 5class (default), 7class")
     p.add_argument("--detector", choices=["yunet", "haar", "none"], help="face detector (default: config DETECTOR)")
     p.add_argument("--no-detect", action="store_true",
                    help="treat each whole image as one face (already-cropped faces)")
@@ -53,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 0:
         raise EmorecError(f"--threads must be 0 (all cores) or more, got {args.threads}")
 
+    failed = 0
+
     def report(msg: str) -> None:
-        tqdm.write(f"emorec predict: skipped {msg}", file=sys.stderr)
+        nonlocal failed
+        failed += 1
+        tqdm.write(f"emorec predict: skipped {_printable(msg)}", file=sys.stderr)
 
     items, from_folder, problems = _collect(args.paths)
     if not items:  # nothing to do: a usage error, said in one line
@@ -68,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
             raise EmorecError(f"--video-out needs exactly one video among the inputs, got {len(videos)}")
         writer = VideoWriter(args.video_out)
     n_images = len(items) - len(videos)
+    if args.annotate and videos:
+        if not n_images:
+            raise EmorecError("--annotate saves annotated images; for a video use --video-out FILE")
+        tqdm.write("emorec predict: note: --annotate applies to the images; for videos use --video-out",
+                   file=sys.stderr)
     annotate_to = _annotate_target(args.annotate, n_images, from_folder) if args.annotate else None
 
     detector = "none" if args.no_detect else args.detector
@@ -93,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
         if stream is not sys.stdout:
             stream.close()
-    return 0
+    return 1 if failed else 0
 
 
 # --- inputs -------------------------------------------------------------------------
@@ -139,15 +159,19 @@ def _images(batch, predictor, sink, report, annotate_to, names, top_k) -> None:
     from emorec.errors import EmorecError
     from emorec.imageio import read_image
 
-    decoded = []
+    decoded = []  # (path, root, image or the error message), in input order
     for path, root in batch:
         try:
             decoded.append((path, root, read_image(path)))
         except EmorecError as e:
             report(str(e))
-            sink.error(path, str(e))
-    results = predictor.predict([img for _, _, img in decoded])
-    for (path, root, img), faces in zip(decoded, results):
+            decoded.append((path, root, str(e)))
+    results = iter(predictor.predict([img for _, _, img in decoded if not isinstance(img, str)]))
+    for path, root, img in decoded:
+        if isinstance(img, str):
+            sink.error(path, img)
+            continue
+        faces = next(results)
         sink.faces(path, faces)
         if annotate_to is not None:
             _save_annotated(img, faces, path, root, annotate_to, names, top_k, report)
@@ -211,11 +235,19 @@ def _save_annotated(img, faces, path: Path, root: Path | None, target, names: se
 
 # --- output formats -----------------------------------------------------------------
 
+def _printable(text) -> str:
+    """One line whatever the file name holds: control characters as escapes (a newline as \\n)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(text))
+
+
 class TextSink:
     """``path  face#  x,y,w,h  label  confidence`` per face; "no face found" lines."""
 
+    HEADER = "# path  face  x,y,w,h (box in pixels)  label confidence"
+
     def __init__(self, stream, predictor, top_k: int):
         self.stream, self.top_k = stream, top_k
+        self._write(self.HEADER + ("  [next labels]" if top_k > 1 else ""))
 
     def _write(self, line: str) -> None:
         if self.stream.isatty():  # a progress bar may share the terminal: let tqdm redraw it
@@ -226,7 +258,7 @@ class TextSink:
             self.stream.write(line + "\n")
 
     def faces(self, path, faces, frame: int | None = None, time_s: float | None = None) -> None:
-        where = str(path) if frame is None else f"{path} frame {frame}"
+        where = _printable(path) if frame is None else f"{_printable(path)} frame {frame}"
         if not faces:
             self._write(f"{where}  no face found")
         for i, f in enumerate(faces, 1):
@@ -278,7 +310,7 @@ class JsonSink:
         rec = {"path": str(path)}
         if frame is not None:
             rec.update(frame=frame, time_s=round(time_s or 0.0, 3))
-        rec["faces"] = [{**f.to_dict(), "top_k": f.top_k(self.top_k)} for f in faces]
+        rec["faces"] = [f.to_dict(self.top_k) for f in faces]
         self.doc["results"].append(rec)
 
     def error(self, path, msg: str) -> None:

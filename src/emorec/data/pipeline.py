@@ -26,10 +26,11 @@ from tqdm import tqdm
 from emorec.config import Config
 from emorec.data.dedup import average_hash, decode, find_groups, fingerprint, group_stats, quiet_opencv
 from emorec.data.labels import CANONICAL_CLASSES
-from emorec.data.sources import Entry, Source, open_sources
+from emorec.data.sources import Entry, LabelColumns, Source, open_sources
 from emorec.data.split import SPLITS, assign_splits
 from emorec.data.votes import VOTES_FILE, SourceVotes, source_votes, write_votes
 from emorec.errors import EmorecError
+from emorec.provenance import portable_path
 
 MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original", "group", "leak", "conflict"]
 # path: relative to the out dir; source_split: the split folder the source had it in ("" if none);
@@ -76,9 +77,9 @@ def _fingerprints(source: Source, entries: list[Entry]) -> list:
     return out
 
 
-def scan(specs: list[str | os.PathLike]) -> Scan:
+def scan(specs: list[str | os.PathLike], columns: LabelColumns = LabelColumns()) -> Scan:
     """Open the sources, decode every labelled image once and fingerprint it."""
-    result = Scan(open_sources(specs))
+    result = Scan(open_sources(specs, columns))
     try:
         thumbs = []
         for source in result.sources:
@@ -101,6 +102,10 @@ def scan(specs: list[str | os.PathLike]) -> Scan:
         result.close()
         raise
     return result
+
+
+def label_columns(cfg: Config) -> LabelColumns:
+    return LabelColumns(cfg.labels_image_column, cfg.labels_label_column)
 
 
 def check_classes(active: list[str]) -> None:
@@ -139,7 +144,7 @@ def prepare(cfg: Config, sources: list[str | os.PathLike] | None = None, out_dir
     out = Path(out_dir if out_dir is not None else cfg.data_dir)
     check_classes(cfg.active_classes)
     check_out_dir(out, force, specs)
-    with scan(specs) as sc:
+    with scan(specs, label_columns(cfg)) as sc:
         return build_split(cfg, sc, out, force)
 
 
@@ -150,12 +155,14 @@ def _source_report(source: Source, sc: Scan) -> dict:
             counts[e.split or "-"][e.label] += 1
     unknown = Counter(e.raw_label for e in source.entries if e.label is None)
     return {
-        "spec": source.spec, "path": str(source.path), "has_splits": source.has_splits,
+        "spec": portable_path(source.spec), "path": portable_path(source.path), "has_splits": source.has_splits,
         "images": len(source.entries) + len(source.unlabelled),
         "counts": {split: dict(sorted(c.items())) for split, c in sorted(counts.items())},
         "unknown_labels": dict(unknown.most_common()),
         "unlabelled": len(source.unlabelled),
         "bad_files": sum(1 for b in sc.bad if b["source"] == source.name),
+        "label_files": source.label_files,
+        "label_rows_unmatched": len(source.label_rows_unmatched),
     }
 
 
@@ -165,7 +172,12 @@ def _warn_inputs(report: dict, sc: Scan) -> None:
             listed = ", ".join(f"{k} ({v})" for k, v in s["unknown_labels"].items())
             warn(f"{name}: skipped {sum(s['unknown_labels'].values())} images with unknown labels: {listed}")
         if s["unlabelled"]:
-            warn(f"{name}: skipped {s['unlabelled']} images outside any class folder")
+            where = "in no label file" if s["label_files"] else "outside any class folder"
+            warn(f"{name}: skipped {s['unlabelled']} images {where}")
+        src = next(x for x in sc.sources if x.name == name)
+        if src.label_rows_unmatched:
+            warn(f"{name}: {len(src.label_rows_unmatched)} label rows name no image of the source "
+                 f"(first: {src.label_rows_unmatched[0]})")
         bad = [b for b in sc.bad if b["source"] == name]
         if bad:
             warn(f"{name}: skipped {len(bad)} unreadable images (first: {bad[0]['error']})")
@@ -209,7 +221,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
 
     settings = cfg.to_dict()
     report = {
-        "out_dir": str(out),
+        "out_dir": portable_path(out),
         "config": {k: settings[k] for k in ("active_classes", "seed", "val_fraction", "test_fraction",
                                              "keep_source_splits", "near_dup_bits")},
         "sources": {s.name: _source_report(s, sc) for s in sc.sources},

@@ -5,9 +5,16 @@ nearest folder above the file whose name is a known emotion (see :mod:`labels`),
 split is the nearest split-named folder above that. Other folders are wrappers and
 ignored. So ``train/angry/x.jpg``, ``Data/Angry/x.jpg``, ``images/train/angry/x.jpg``,
 ``train/train/angry/x.jpg`` and ``dataset/anger/x.jpg`` all read as expected.
+
+A source without class folders may carry a CSV label file instead (muxspace's ``legend.csv``,
+AffectNet's and FER+'s CSVs, RAF-DB's label list saved as CSV): any ``.csv`` in it whose header
+has the image and label columns (:class:`LabelColumns`, configurable) labels the images it names,
+matched by path relative to the CSV, else by file name. Spellings are harmonised like folder names.
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 import threading
 import zipfile
@@ -39,6 +46,14 @@ class Entry:
     split: str | None  # the source's own split: train / val / test, None when it has none
 
 
+@dataclass(frozen=True)
+class LabelColumns:
+    """Column names of a CSV label file (case-insensitive)."""
+
+    image: str = "image"
+    label: str = "emotion"
+
+
 def parse_path(name: str) -> tuple[str, str | None, str | None] | None:
     """``"images/train/Angry/x.jpg"`` -> ``("Angry", "angry", "train")``; None when the
     image sits in no class folder (at the top, or directly inside a split folder)."""
@@ -52,12 +67,17 @@ def parse_path(name: str) -> tuple[str, str | None, str | None] | None:
     return dirs[at], canonical_label(dirs[at]), split
 
 
-def _is_image(name: str) -> bool:
-    parts = PurePosixPath(name).parts
+def _is_data(name: str) -> bool:
     # macOS archive debris and hidden files are not data
-    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return False
-    return PurePosixPath(name).suffix.lower() in IMAGE_EXTS
+    return not any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(name).parts)
+
+
+def _is_image(name: str) -> bool:
+    return _is_data(name) and PurePosixPath(name).suffix.lower() in IMAGE_EXTS
+
+
+def _split_of(name: str) -> str | None:
+    return next((split_name(d) for d in reversed(PurePosixPath(name).parts[:-1]) if split_name(d)), None)
 
 
 @dataclass
@@ -69,6 +89,8 @@ class Source:
     path: Path
     entries: list[Entry] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)  # images outside any class folder
+    label_files: list[str] = field(default_factory=list)  # CSV label files used
+    label_rows_unmatched: list[str] = field(default_factory=list)  # CSV rows naming no image of the source
     is_zip: bool = False
     # one ZipFile per thread: a shared one is not safe to read from several threads
     _local: threading.local = field(default_factory=threading.local, repr=False)
@@ -103,8 +125,47 @@ def _list_folder(root: Path) -> list[str]:
     return names
 
 
-def open_source(spec: str, path: Path, name: str) -> Source:
-    """List one folder or zip. Raises EmorecError when it is missing or has no class folders."""
+def _column(header: list[str], wanted: str) -> int | None:
+    low = [h.strip().lower() for h in header]
+    return low.index(wanted.lower()) if wanted.lower() in low else None
+
+
+def _csv_labels(source: Source, names: list[str], images: list[str], columns: LabelColumns) -> dict[str, str]:
+    """image name -> raw label, from every CSV of the source that has both columns."""
+    by_path = set(images)
+    by_name: dict[str, list[str]] = {}
+    for n in images:
+        by_name.setdefault(PurePosixPath(n).name, []).append(n)
+    labels: dict[str, str] = {}
+    for csv_name in sorted(n for n in names if n.lower().endswith(".csv") and _is_data(n)):
+        try:
+            text = source.read(csv_name).decode("utf-8-sig", errors="replace")
+            rows = list(csv.reader(io.StringIO(text)))
+        except (OSError, zipfile.BadZipFile, csv.Error):
+            continue
+        if not rows:
+            continue
+        i_img, i_lab = _column(rows[0], columns.image), _column(rows[0], columns.label)
+        if i_img is None or i_lab is None:
+            continue
+        source.label_files.append(csv_name)
+        folder = PurePosixPath(csv_name).parent
+        for line, row in enumerate(rows[1:], 2):
+            if len(row) <= max(i_img, i_lab) or not row[i_img].strip():
+                continue
+            ref = row[i_img].strip().replace("\\", "/")
+            rel = (folder / ref).as_posix() if str(folder) != "." else ref
+            hits = [rel] if rel in by_path else [ref] if ref in by_path else by_name.get(PurePosixPath(ref).name, [])
+            if len(hits) != 1:
+                source.label_rows_unmatched.append(f"{csv_name}:{line}: {ref}")
+                continue
+            labels[hits[0]] = row[i_lab].strip()
+    return labels
+
+
+def open_source(spec: str, path: Path, name: str, columns: LabelColumns = LabelColumns()) -> Source:
+    """List one folder or zip. Raises EmorecError when it is missing or has neither class
+    folders nor a CSV label file."""
     if not path.exists():
         raise EmorecError(f"dataset not found: {spec}")
     if path.is_dir():
@@ -118,17 +179,27 @@ def open_source(spec: str, path: Path, name: str) -> Source:
         source = Source(name, spec, path, is_zip=True)
     else:
         raise EmorecError(f"{spec}: not a folder or a zip archive")
-    for n in sorted(filter(_is_image, names)):
+    images = sorted(filter(_is_image, names))
+    for n in images:
         parsed = parse_path(n)
         if parsed is None:
             source.unlabelled.append(n)
         else:
             source.entries.append(Entry(name, n, *parsed))
+    if not any(e.label for e in source.entries):  # no class folders: a CSV label file?
+        table = _csv_labels(source, names, images, columns)
+        if table:
+            source.entries = [Entry(name, n, raw, canonical_label(raw), _split_of(n)) for n, raw in table.items()]
+            source.entries.sort(key=lambda e: e.name)
+            source.unlabelled = [n for n in images if n not in table]
     if not any(e.label for e in source.entries):
         found = sorted({e.raw_label for e in source.entries})
         hint = f"; found only unknown class names: {', '.join(found[:8])}" if found else ""
+        if source.label_files:
+            hint = f"; {', '.join(source.label_files)} has no known labels" + hint
         raise EmorecError(f"{spec}: no class folders with images (expected <class>/ or <split>/<class>/, "
-                          f"class names like angry, happy, sad){hint}")
+                          f"class names like angry, happy, sad) and no CSV with columns "
+                          f"{columns.image!r} and {columns.label!r}{hint}")
     return source
 
 
@@ -149,7 +220,7 @@ def expand_specs(specs: list[str]) -> list[str]:
     return out
 
 
-def open_sources(specs: list[str | os.PathLike]) -> list[Source]:
+def open_sources(specs: list[str | os.PathLike], columns: LabelColumns = LabelColumns()) -> list[Source]:
     """Open every source (downloading ``kaggle:`` ones); names are made unique per run."""
     sources: list[Source] = []
     try:
@@ -165,7 +236,7 @@ def open_sources(specs: list[str | os.PathLike]) -> list[Source]:
             name, k = base, 2
             while any(s.name == name for s in sources):
                 name, k = f"{base}-{k}", k + 1
-            sources.append(open_source(spec, path, name))
+            sources.append(open_source(spec, path, name, columns))
     except BaseException:
         for s in sources:
             s.close()

@@ -36,6 +36,10 @@ class Detector(Protocol):
     def detect(self, img: np.ndarray) -> list[Detection]: ...
 
 
+# Shipped inside the package (230 KB, MIT, OpenCV Zoo; see NOTICE): no download by default.
+PACKAGED_YUNET = Path(__file__).resolve().parents[1] / "assets" / YUNET_FILE
+
+
 def yunet_cache_path() -> Path:
     return Path.home() / ".cache" / "emorec" / YUNET_FILE
 
@@ -66,13 +70,15 @@ def download_yunet(dest: Path | None = None, url: str | None = None, timeout: fl
 
 
 def find_yunet(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """Explicit path > $EMOREC_YUNET > user cache > one download into the cache."""
+    """Explicit path > $EMOREC_YUNET > the copy in the package > user cache > one download."""
     explicit = path or os.environ.get("EMOREC_YUNET")
     if explicit:
-        p = Path(explicit).expanduser()
+        p = Path(explicit).expanduser().absolute()  # relative: to the current folder, said in full
         if not p.is_file():
             raise EmorecError(f"YuNet face detector model not found: {p} (or use --detector haar)")
         return p
+    if PACKAGED_YUNET.is_file():
+        return PACKAGED_YUNET
     cached = yunet_cache_path()
     if cached.is_file():
         return cached
@@ -82,14 +88,22 @@ def find_yunet(path: str | os.PathLike | None = None, *, download: bool = True) 
     return download_yunet(cached)
 
 
+PAD_TO = 64  # px: a shorter side (a 3200x40 strip shrunk to 320 px) is padded, never squashed
+
+
 def _rescale(img: np.ndarray, min_side: int, max_side: int) -> tuple[np.ndarray, float]:
-    """The image with its longest side brought into [min_side, max_side], and the factor."""
+    """The image with its longest side brought into [min_side, max_side], and the factor; a side
+    left under PAD_TO px is padded with black at the bottom/right (boxes keep their coordinates):
+    YuNet returns infinite boxes for inputs a few pixels high."""
     h, w = img.shape[:2]
     long = max(h, w)
     scale = max_side / long if long > max_side else min_side / long if long < min_side else 1.0
     if scale != 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
+    h, w = img.shape[:2]
+    if min(h, w) < PAD_TO:
+        img = cv2.copyMakeBorder(img, 0, max(0, PAD_TO - h), 0, max(0, PAD_TO - w), cv2.BORDER_CONSTANT, value=0)
     return img, scale
 
 
@@ -98,7 +112,12 @@ def _to_original(boxes: np.ndarray, scores: np.ndarray, scale: float, shape: tup
     """Scale boxes back, clip them to the photo, drop the too-small ones."""
     h, w = shape[:2]
     out: list[Detection] = []
-    for (x, y, bw, bh), s in zip(boxes / scale, scores):
+    boxes = np.asarray(boxes, np.float64) / scale
+    scores = np.asarray(scores, np.float64)
+    ok = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    # far-off coordinates (1e32) clip to the photo, so int() below always works
+    boxes = np.clip(boxes[ok], -1.0, float(max(h, w)) + 1.0)
+    for (x, y, bw, bh), s in zip(boxes, scores[ok]):
         x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
         x1, y1 = min(w, int(round(x + bw))), min(h, int(round(y + bh)))
         if min(x1 - x0, y1 - y0) >= min_size:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from emorec.config import DEFAULT_MODEL, SHIPPED_MODELS, SHIPPED_MODELS_DIR
 from emorec.errors import EmorecError
 from emorec.inference.detect import Detection, Detector, make_detector
 from emorec.inference.types import META_KEY, Face, ModelInfo
@@ -22,22 +23,20 @@ from emorec.preprocess import crop_face, face_to_array, to_float
 if TYPE_CHECKING:
     from emorec.config import Config
 
-MODEL_FILE = "best_model.onnx"
-REPO_ROOT = Path(__file__).resolve().parents[3]
 BATCH = 64  # faces per ORT call: bounds memory on crowd photos and long folders
 
 
-def default_model_path(cfg: "Config | None" = None) -> Path:
-    """cfg.model_path, else ./models/best_model.onnx, else <repo root>/models/best_model.onnx.
+def resolve_model(spec: str | os.PathLike | None = None) -> Path:
+    """A shipped model's short name (``5class``, ``7class``) or a path; None: the default model."""
+    spec = DEFAULT_MODEL if spec is None else spec
+    if str(spec) in SHIPPED_MODELS:
+        return SHIPPED_MODELS_DIR / SHIPPED_MODELS[str(spec)]
+    return Path(spec).expanduser()
 
-    Returns the first candidate that exists; when none does, the ./models one, so the
-    error message names where a model is expected.
-    """
-    if cfg is not None and cfg.model_path is not None:
-        return Path(cfg.model_path)
-    models_dir = Path(cfg.models_dir) if cfg is not None else Path("models")
-    candidates = [models_dir / MODEL_FILE, REPO_ROOT / "models" / MODEL_FILE]
-    return next((p for p in candidates if p.is_file()), candidates[0])
+
+def default_model_path(cfg: "Config | None" = None) -> Path:
+    """MODEL_PATH of the config (a path or a shipped model's name), else the default shipped model."""
+    return resolve_model(cfg.model_path if cfg is not None else None)
 
 
 def _session(path: Path, threads: int):
@@ -100,11 +99,12 @@ class Predictor:
                   detector_path: str | os.PathLike | None = None, score_threshold: float = 0.6,
                   threads: int = 1, expected_classes: Iterable[str] | None = None,
                   min_face_size: int = 20, det_min_side: int = 224, det_max_side: int = 320) -> "Predictor":
-        path = Path(path) if path is not None else default_model_path()
+        path = resolve_model(path)
         if path.is_dir():
             raise EmorecError(f"model path {path} is a directory, expected an .onnx file")
         if not path.is_file():
-            raise EmorecError(f"model file not found: {path} (pass --model, or train and export one)")
+            names = ", ".join(SHIPPED_MODELS)
+            raise EmorecError(f"model file not found: {path} (give an .onnx file or a shipped model: {names})")
         sess = _session(path, threads)
         info = _model_info(sess, path)
         if expected_classes is not None:

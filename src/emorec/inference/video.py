@@ -11,6 +11,10 @@ import numpy as np
 
 from emorec.errors import EmorecError
 
+# FFmpeg logs damaged files itself ("moov atom not found"); the caller reports them in one line.
+# Read when FFmpeg is first used, so setting it here, before any capture, is enough.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # Codecs that the opencv-python wheels' FFmpeg writes without complaint.
 WRITE_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}

@@ -38,7 +38,7 @@ def find_weights(pretrained_cfg: dict, weights_dir: str | os.PathLike | None = N
     """Path of the model's ImageNet weight file, or one EmorecError saying where it looked."""
     name = pretrained_cfg["file"]
     env = os.environ.get(ENV_VAR)
-    dirs = [Path(d).expanduser() for d in (weights_dir, env) if d] + [CACHE_DIR.expanduser()]
+    dirs = [Path(d).expanduser().absolute() for d in (weights_dir, env) if d] + [CACHE_DIR.expanduser()]
     for d in dirs:
         if (d / name).is_file():
             return d / name

@@ -1,4 +1,8 @@
-"""Checkpoints written atomically: a kill mid-write never leaves a corrupt file."""
+"""Checkpoints written atomically: a kill mid-write (or a full disk) never leaves a corrupt file.
+
+Loading never runs code from the file: ``torch.load(weights_only=True)`` unpickles tensors and
+plain containers only, so a crafted ``.pt`` cannot execute anything; its structure is then checked,
+so a wrong file is one line, not a ``KeyError`` later."""
 from __future__ import annotations
 
 import os
@@ -14,23 +18,60 @@ def save_atomic(obj: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # disk full: torch says "enforce fail at inline_container.cc"
+        tmp.unlink(missing_ok=True)
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else _disk_cause(path, e)
+        raise EmorecError(f"cannot write checkpoint {path} ({cause}); the previous one is kept") from None
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def _disk_cause(path: Path, e: Exception) -> str:
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = -1
+    if 0 <= free < 64 * 1024 * 1024:
+        return f"disk full: {free // 1024 ** 2} MB free on {path.parent}"
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+# What a checkpoint must hold: every file emorec writes has these; resume points (last.pt) more.
+REQUIRED = {"model": dict, "config": dict, "classes": list}
+RESUME = {"optimizer": dict, "scheduler": dict, "stage": int, "epoch": int, "history": list, "best": float,
+          "bad_epochs": int}
+
+
+def check_keys(ckpt: dict, required: dict[str, type], path: Path) -> None:
+    for key, kind in required.items():
+        if not isinstance(ckpt.get(key), kind) or isinstance(ckpt.get(key), bool):
+            what = "missing" if key not in ckpt else f"a {type(ckpt[key]).__name__}, not a {kind.__name__}"
+            raise EmorecError(f"{path}: not an emorec checkpoint ({key!r} is {what})")
+
+
+def load_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
+    """The checkpoint's contents, loaded without running code; ``resume``: a last.pt to continue."""
     path = Path(path)
     if not path.is_file():
         raise EmorecError(f"checkpoint not found: {path}; train one with: emorec train")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises many types for a damaged file
-        raise EmorecError(f"{path}: not a readable emorec checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged file, or objects other than tensors and plain containers
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            msg = "it holds objects other than tensors and plain values; refused, as loading could run code"
+        raise EmorecError(f"{path}: not a readable emorec checkpoint ({msg[:200]})") from None
+    if not isinstance(ckpt, dict):
         raise EmorecError(f"{path}: not an emorec checkpoint (no model/config inside)")
+    check_keys(ckpt, {**REQUIRED, **(RESUME if resume else {})}, path)
+    if not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise EmorecError(f"{path}: not an emorec checkpoint ('model' is not a state dict of tensors)")
     return ckpt
 
 
@@ -42,7 +83,12 @@ def model_from_checkpoint(ckpt: dict[str, Any]):
     cfg = Config.from_dict(ckpt["config"])
     model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=False,
                          in_chans=cfg.in_chans, drop_rate=cfg.dropout)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e).splitlines()[0])
+        raise EmorecError(f"checkpoint weights do not fit {cfg.backbone} with {cfg.num_classes} classes "
+                          f"({first[:200]})") from None
     model.eval()
     return model, cfg
 

@@ -113,7 +113,7 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     for p in paths:
         st = p.stat()
         key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    cache = Path(cache_dir) / f"{split}-{key.hexdigest()[:16]}.npz" if cache_dir else None
+    cache = Path(cache_dir).expanduser() / f"{split}-{key.hexdigest()[:16]}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         z = np.load(cache)
         ok = z["ok"]

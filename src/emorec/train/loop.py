@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +19,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from emorec.config import Config
+from emorec.config import SHIPPED_MODELS_DIR, Config
 from emorec.errors import EmorecError
 from emorec.models import create_model, set_trainable
 from emorec.models.weights import load_state
+from emorec.provenance import git_commit
 from emorec.train.checkpoint import load_checkpoint, save_atomic
 from emorec.train.dataset import class_weights, epoch_indices, load_split
 from emorec.train.engine import evaluate, train_one_epoch
@@ -31,20 +31,6 @@ from emorec.train.losses import build_loss
 
 BEST = "best_model.pt"
 LAST = "last.pt"
-
-
-def git_commit() -> str:
-    # A copy of the tree without .git (e.g. on a rented GPU machine) is told its commit.
-    if os.environ.get("EMOREC_COMMIT"):
-        return os.environ["EMOREC_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def seed_everything(seed: int) -> None:
@@ -118,6 +104,9 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     models_dir, reports_dir = Path(cfg.models_dir), Path(cfg.reports_dir)
+    if models_dir.expanduser().absolute() == SHIPPED_MODELS_DIR:
+        raise EmorecError(f"MODELS_DIR {models_dir} is the folder of the shipped models; "
+                          "train into a run folder (e.g. runs/<name>/models)")
     with distributed() as (rank, world):
         main = rank == 0
         say = print if main else (lambda *a, **k: None)
@@ -125,8 +114,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
 
         state = None
         if resume:
-            state = load_checkpoint(models_dir / LAST)
-            if state["config"]["active_classes"] != cfg.active_classes or state["config"]["backbone"] != cfg.backbone:
+            state = load_checkpoint(models_dir / LAST, resume=True)
+            if state["classes"] != cfg.active_classes or state["config"].get("backbone") != cfg.backbone:
                 raise EmorecError(f"{models_dir / LAST} was trained for other classes/backbone; start without --resume")
             cfg = Config.from_dict(state["config"])  # the run continues with its own settings
             say(f"resuming from {models_dir / LAST}: stage {state['stage']}, epoch {state['epoch'] + 1}")
@@ -252,9 +241,9 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
 def init_weights(model: torch.nn.Module, cfg: Config) -> str:
     """Load ``cfg.init_from`` into ``model``: all weights when its classes match, else the backbone."""
     ckpt = load_checkpoint(Path(cfg.init_from))
-    src = ckpt["config"]
-    if src["backbone"] != cfg.backbone or bool(src["grayscale"]) != cfg.grayscale:
-        raise EmorecError(f"INIT_FROM {cfg.init_from}: a {src['backbone']} checkpoint (grayscale={src['grayscale']}) "
+    src = Config.from_dict(ckpt["config"])
+    if src.backbone != cfg.backbone or src.grayscale != cfg.grayscale:
+        raise EmorecError(f"INIT_FROM {cfg.init_from}: a {src.backbone} checkpoint (grayscale={src.grayscale}) "
                           f"cannot initialise {cfg.backbone} (grayscale={cfg.grayscale})")
     same_classes = ckpt["classes"] == cfg.active_classes
     load_state(model, ckpt["model"], f"INIT_FROM {cfg.init_from}", drop_head=not same_classes)
