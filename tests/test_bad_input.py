@@ -225,3 +225,47 @@ def test_exif_rotated_jpeg(tmp_path, capsys, tiny_onnx, face_img, reference_box)
     img = read_image(path)
     assert img.shape == face_img.shape and np.abs(img.astype(int) - face_img).mean() < 8
     check_same_face(capsys, tiny_onnx, path, reference_box)
+
+
+# --- files that cannot be read at all ------------------------------------------------
+
+def test_unreadable_file_costs_one_line(tmp_path, capsys, tiny_onnx, good, monkeypatch):
+    from pathlib import Path
+
+    bad = tmp_path / "locked.jpg"
+    bad.write_bytes(good.read_bytes())
+    real = Path.read_bytes
+
+    def deny(self):  # tests run as root in CI, where chmod 000 still reads
+        if self.name == "locked.jpg":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    assert_skipped(capsys, tiny_onnx, bad, good, "cannot read (Permission denied)")
+
+
+def test_link_loops_in_a_training_folder(tmp_path, good):
+    from emorec.train.dataset import load_split
+
+    d = tmp_path / "split" / "train" / "happy"
+    d.mkdir(parents=True)
+    (d / "a.jpg").write_bytes(good.read_bytes())
+    (d / "self.jpg").symlink_to(d / "self.jpg")  # a file link to itself
+    (d / "loop").symlink_to(d)  # a folder link to its parent
+    data = load_split(tmp_path / "split", "train", ["happy", "sad"], 48, True, progress=False)
+    assert len(data) == 1 and data.skipped == 1 and data.paths == [str(d / "a.jpg")]
+
+
+def test_exif_warnings_stay_quiet(tmp_path, face_img, recwarn):
+    import struct
+
+    from PIL import Image as PILImage
+
+    # one IFD entry (Make) whose data lies past the end of the file: Pillow warns when reading it
+    tiff = (b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x010F, 2, 100, 5000)
+            + struct.pack("<I", 0))
+    path = tmp_path / "exif.jpg"
+    PILImage.fromarray(face_img).save(path, exif=b"Exif\x00\x00" + tiff)
+    assert read_image(path).shape == face_img.shape
+    assert [str(w.message) for w in recwarn] == []

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from conftest import cli_args, tiny_cfg
-from emorec.cli import GLIBC_TUNING
+from emorec.cli import GLIBC_TUNING, main
 from emorec.config import DEFAULT_CLASSES, Config, load_config
 from emorec.errors import EmorecError
 from emorec.train.dataset import epoch_indices, load_split
@@ -289,3 +290,76 @@ def test_train_command_reports_missing_data_in_one_line(tmp_path, capsys, weight
     rc = main(["train", "--set", "backbone=resnet9000", "--set", f"data_dir={tmp_path}"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "unknown model 'resnet9000'" in err and err.count("\n") == 0
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from emorec.train import checkpoint as ck
+
+    path = tmp_path / "last.pt"
+    ck.save_atomic({"model": {"w": torch.ones(2)}}, path)
+    before = path.read_bytes()
+
+    def full_disk(obj, f):  # what torch raises when the disk fills mid-write, after a partial file
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 123 vs 456")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: types.SimpleNamespace(total=10, used=10, free=0))
+    with pytest.raises(EmorecError) as e:
+        ck.save_atomic({"model": {}}, path)
+    assert str(e.value) == f"cannot write checkpoint {path} (disk full: 0 MB free on {tmp_path}); the previous one is kept"
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"model": {}, "config": {}}, "'classes' is missing"),
+    ({"model": {"w": 1}, "config": {}, "classes": ["a", "b"]}, "not a state dict of tensors"),
+    ([1, 2], "no model/config inside"),
+])
+def test_checkpoints_of_the_wrong_shape_are_one_line(tmp_path, content, words):
+    import torch
+
+    from emorec.train.checkpoint import load_checkpoint
+
+    torch.save(content, tmp_path / "x.pt")
+    with pytest.raises(EmorecError, match=words):
+        load_checkpoint(tmp_path / "x.pt")
+
+
+def test_a_checkpoint_cannot_run_code(tmp_path, capsys):
+    """A crafted .pt whose unpickling would run a command: refused by every command that loads one."""
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "classes": ["a", "b"], "x": Payload()}, bad)
+    runs = [["evaluate", "--model", str(bad)], ["export", "--checkpoint", str(bad), "--out", str(tmp_path / "o.onnx")],
+            ["train", "--set", f"INIT_FROM={bad}", "--set", f"MODELS_DIR={tmp_path / 'm'}",
+             "--set", f"DATA_DIR={tmp_path / 'none'}"]]
+    for args in runs:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "refused, as loading could run code" in err and len(err.splitlines()) == 1, err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "last.pt").write_bytes(bad.read_bytes())
+    assert main(["train", "--resume", "--set", f"MODELS_DIR={tmp_path / 'm'}"]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("BATCH_SIZE", "0", "BATCH_SIZE must be in"), ("LR_STAGE1", "nan", "finite"), ("DROPOUT", "5", "DROPOUT"),
+    ("IMG_SIZE", "100000", "IMG_SIZE must be in"), ("MONITOR", "foo", "MONITOR must be one of"),
+])
+def test_out_of_range_config_is_refused_when_built(key, value, words):
+    with pytest.raises(EmorecError, match=words):
+        load_config(None, {key: value})

@@ -19,6 +19,8 @@ from emorec.errors import EmorecError
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 
+# The one list of image file types every stage reads (data, training, predict, the app's quiz).
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
 MAX_PIXELS = 50_000_000  # below Pillow's own bomb limit (89 M); 50 MP covers modern phones
 MIN_SIDE = 8
 
@@ -30,19 +32,26 @@ def _open(src: ImageSource, name: str) -> Image.Image:
             raise EmorecError(f"{name}: is a directory, expected an image file")
         if not path.exists():
             raise EmorecError(f"{name}: no such file")
-        if path.stat().st_size == 0:
-            raise EmorecError(f"{name}: empty file (0 bytes)")
-        data = path.read_bytes()
+        try:
+            if path.stat().st_size == 0:
+                raise EmorecError(f"{name}: empty file (0 bytes)")
+            data = path.read_bytes()
+        except OSError as e:  # no read permission, a symlink loop, a file gone meanwhile
+            raise EmorecError(f"{name}: cannot read ({e.strerror or type(e).__name__})") from None
     elif isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         if not data:
             raise EmorecError(f"{name}: empty file (0 bytes)")
     else:
-        data = src.read()
+        try:
+            data = src.read()
+        except OSError as e:
+            raise EmorecError(f"{name}: cannot read ({e.strerror or type(e).__name__})") from None
         if not data:
             raise EmorecError(f"{name}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's EXIF and metadata warnings are not the user's business
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
@@ -81,10 +90,22 @@ def read_image(src: ImageSource, name: str | None = None) -> np.ndarray:
         name = str(src) if isinstance(src, (str, os.PathLike)) else "image"
     img = _open(src, name)
     try:
-        img = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like
+            img = ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF must not cost the picture
         pass
     img = _to_rgb(img)
     if min(img.size) < MIN_SIDE:
         raise EmorecError(f"{name}: image too small ({img.size[0]}x{img.size[1]}, need at least {MIN_SIDE} px per side)")
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def find_files(root: str | os.PathLike, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
+    """Files under ``root`` with one of ``exts``, sorted; hidden folders skipped, symlinked
+    folders not followed (no loops), unreadable folders passed over."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=lambda e: None):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in exts and not f.startswith(".")]
+    return sorted(found)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from emorec.imageio import IMAGE_EXTS
+
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def find_quiz_items(quiz_dir: str | Path, classes: Iterable[str], per_class: int
         folder = folders.get(label.lower())
         if folder is None:
             continue
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
         if per_class is not None and len(files) > per_class:
             files = sorted(random.Random(f"{seed}:{label}").sample(files, per_class))
         items += [QuizItem(p, label) for p in files]

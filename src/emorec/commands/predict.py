@@ -13,7 +13,6 @@ from pathlib import Path
 
 from emorec.cli import add_config_arguments
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
 SAVE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CHUNK = 16  # images decoded and classified together
 
@@ -121,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
 def _collect(paths: list[str]) -> tuple[list[tuple[Path, Path | None]], bool, list[str]]:
     """Files as given, folders expanded recursively to images and videos (sorted).
     Returns (file, its folder argument or None) pairs, whether a folder was given, problems."""
+    from emorec.imageio import IMAGE_EXTS, find_files
     from emorec.inference.video import VIDEO_EXTS
 
     items: list[tuple[Path, Path | None]] = []
@@ -130,7 +130,7 @@ def _collect(paths: list[str]) -> tuple[list[tuple[Path, Path | None]], bool, li
         p = Path(raw)
         if p.is_dir():
             from_folder = True
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS)
+            found = find_files(p, IMAGE_EXTS + VIDEO_EXTS)
             if not found:
                 problems.append(f"{p}: no images or videos in this folder")
             items += [(f, p) for f in found]

@@ -5,7 +5,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from emorec.data.sources import IMAGE_EXTS
+from emorec.imageio import IMAGE_EXTS
 from emorec.data.split import SPLITS
 from emorec.errors import EmorecError
 

@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 
 from emorec.data.labels import canonical_label, split_name
 from emorec.errors import EmorecError, require
+from emorec.imageio import IMAGE_EXTS
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
 
 # The four datasets of the original design (spec "kaggle:owner/name", or "kaggle:all").
 KAGGLE_DATASETS = [

@@ -20,12 +20,10 @@ from tqdm import tqdm
 
 from emorec.data.votes import VOTES_FILE, read_votes
 from emorec.errors import EmorecError
-from emorec.imageio import read_image
+from emorec.imageio import find_files, read_image
 from emorec.preprocess import face_to_array
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
 @dataclass
@@ -51,7 +49,7 @@ def list_split(data_dir: Path, split: str, classes: list[str]) -> tuple[list[Pat
     paths, labels = [], []
     for idx, name in enumerate(classes):
         d = root / name
-        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS) if d.is_dir() else []
+        files = find_files(d) if d.is_dir() else []
         paths += files
         labels += [idx] * len(files)
     if not paths:
@@ -111,8 +109,11 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     # list (e.g. an 8-class model on a 7-class split) must not reuse them.
     key.update(f"{img_size}|{grayscale}|{','.join(classes)}|".encode())
     for p in paths:
-        st = p.stat()
-        key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except (OSError, RuntimeError):  # a broken or looping link: decoding skips it below
+            key.update(f"{p}|unreadable\n".encode())
     cache = Path(cache_dir).expanduser() / f"{split}-{key.hexdigest()[:16]}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         z = np.load(cache)
