@@ -1,21 +1,28 @@
 """REST API over the ONNX predictor: ``create_app()`` builds the FastAPI app.
 
-Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /model``.
-Every error a client can cause is a one-line ``{"detail": ...}``: 413 for uploads or
-images over the limits, 422 for anything that is not a usable image. A request body far
-over the limit (``max_upload_bytes`` per file, times ``max_batch_files`` for a batch) is
-cut off by FastAPI's ``max_body_size`` before it is spooled to disk; that 413 is
-Starlette's plain-text "Content Too Large" when the client declared the length up front.
+Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /model``, and
+``GET /`` (where the docs are). Every error a client can cause is JSON ``{"detail": ...}``
+naming the limit it hit: 413 for uploads or images over the limits, 422 for anything that is
+not a usable image, 408 for a body that stops arriving, 503 + ``Retry-After`` when the server
+is busy. A request body far over the limit is cut off before it is spooled to disk.
+
+Memory is bounded: at most ``max_concurrent`` requests decode and infer at once (others wait
+up to ``queue_timeout`` s, then get 503), a batch is decoded one image at a time, and JPEGs over
+``decode_pixels`` decode reduced (boxes are still given in the original photo's pixels).
 In a batch, a bad file only gets an error entry; the other files are still answered.
 Inference is blocking, so the endpoints are plain ``def`` functions: FastAPI runs them in
 its threadpool and the event loop keeps serving /health meanwhile.
 """
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations, and the
 # ones built inside create_app must be evaluated there.
+import asyncio
+import dataclasses
 import io
+import json
 import logging
+import threading
 import warnings
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,10 +41,84 @@ log = logging.getLogger("emorec.api")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # per file; phone photos are 2-8 MB
 MAX_BATCH_FILES = 16
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and form fields
+MAX_CONCURRENT = 2  # requests decoding and inferring at once (about the cores of a small server)
+QUEUE_TIMEOUT = 10.0  # s a request waits for a slot before 503
+BODY_TIMEOUT = 30.0  # s without a byte of a request body that is still due: 408
+DECODE_PIXELS = 12_000_000  # JPEGs above this decode at 1/2..1/8 size: 36 MB of RGB at most
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
 
 
 class TooLarge(EmorecError):
     """An upload or image over the server's limits (HTTP 413)."""
+
+
+class Busy(EmorecError):
+    """Every inference slot taken for longer than the queue timeout (HTTP 503)."""
+
+
+class _Guard:
+    """ASGI middleware: a body that stops arriving gets 408 (a body shorter than its
+    Content-Length would hang forever), Starlette's plain-text 413 becomes JSON naming the limit,
+    and every response carries the security headers."""
+
+    def __init__(self, app, body_timeout: float, limits: dict[str, int]):
+        self.app, self.body_timeout, self.limits = app, body_timeout, limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state: dict[str, Any] = {"body_done": False, "started": False, "timed_out": False, "body": None}
+
+        async def timed_receive():
+            if state["body_done"]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                state["timed_out"] = True
+                raise _BodyTimeout() from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message):
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                status, headers = message["status"], list(message.get("headers", []))
+                plain = any(k.lower() == b"content-type" and v.startswith(b"text/plain") for k, v in headers)
+                # FastAPI answers a body that failed to arrive with its own 400: say what happened
+                if state["timed_out"] or (status == 413 and plain):
+                    status, state["body"] = (408, self._timeout()) if state["timed_out"] else (
+                        413, self._too_large(scope["path"]))
+                    headers = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
+                    headers += [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(state["body"])).encode())]
+                message = {**message, "status": status, "headers": headers + SECURITY_HEADERS}
+            elif message["type"] == "http.response.body" and state["body"] is not None:
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": state["body"]}
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except _BodyTimeout:
+            if not state["started"]:
+                await guarded_send({"type": "http.response.start", "status": 408, "headers": []})
+                await guarded_send({"type": "http.response.body", "body": b""})
+
+    def _timeout(self) -> bytes:
+        return json.dumps({"detail": f"request body incomplete: no data for {self.body_timeout:g} s"}).encode()
+
+    def _too_large(self, path: str) -> bytes:
+        limit = self.limits.get(path.rstrip("/"))
+        detail = f"request body too large (limit {limit:,} bytes)" if limit else "request body too large"
+        return json.dumps({"detail": detail}).encode()
+
+
+class _BodyTimeout(Exception):
+    pass
 
 
 # --- response models (they make /openapi.json describe real payloads) ---------
@@ -64,7 +145,7 @@ class PredictOut(BaseModel):
 
 class BatchItemOut(BaseModel):
     filename: str
-    status: int = Field(description="HTTP-style status of this item: 200, 413 or 422")
+    status: int = Field(description="HTTP-style status of this item: 200, 413, 422 or 500")
     faces: list[FaceOut] | None = None
     width: int | None = None
     height: int | None = None
@@ -96,9 +177,10 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-ERRORS = {413: {"model": ErrorOut, "description": "upload or image over the limits"},
+ERRORS = {408: {"model": ErrorOut, "description": "request body stopped arriving"},
+          413: {"model": ErrorOut, "description": "upload or image over the limits (the limit is named)"},
           422: {"model": ErrorOut, "description": "not a usable image, or a bad parameter"},
-          503: {"model": ErrorOut, "description": "model not loaded"}}
+          503: {"model": ErrorOut, "description": "model not loaded, or server busy (see Retry-After)"}}
 
 
 # --- helpers ------------------------------------------------------------------
@@ -110,8 +192,9 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
     return name, data
 
 
-def _decode(name: str, data: bytes, max_pixels: int):
-    """Bytes -> RGB array; the pixel limit is checked on the header, before decoding."""
+def _decode(name: str, data: bytes, max_pixels: int, decode_pixels: int | None = DECODE_PIXELS):
+    """Bytes -> (RGB array, factor to the original's pixels); the pixel limit is checked on the
+    header, before decoding; a large JPEG is decoded reduced."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -123,7 +206,20 @@ def _decode(name: str, data: bytes, max_pixels: int):
         w = h = 0  # not readable as an image: read_image says what is wrong
     if w * h > max_pixels:
         raise TooLarge(f"{name}: image too large ({w}x{h} = {w * h:,} pixels, limit {max_pixels:,})")
-    return imageio.read_image(data, name=name)
+    img = imageio.read_image(data, name=name, decode_pixels=decode_pixels)
+    return img, max(w, h) / max(img.shape[:2])
+
+
+def _faces_out(faces, factor: float, size: tuple[int, int], top_k: int) -> list[dict[str, Any]]:
+    """Faces of a reduced decode, with boxes in the original photo's pixels."""
+    w, h = size
+    out = []
+    for f in faces:
+        if factor != 1.0:
+            x, y, bw, bh = (int(round(v * factor)) for v in f.box)
+            f = dataclasses.replace(f, box=(x, y, min(bw, w - x), min(bh, h - y)))
+        out.append(f.to_dict(top_k))
+    return out
 
 
 def _one_line(exc: RequestValidationError) -> str:
@@ -138,11 +234,15 @@ def _one_line(exc: RequestValidationError) -> str:
 def create_app(predictor=None, *, model_path: str | Path | None = None, config=None,
                detector: str | None = None, threads: int | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = imageio.MAX_PIXELS,
-               max_batch_files: int = MAX_BATCH_FILES) -> FastAPI:
+               max_batch_files: int = MAX_BATCH_FILES, max_concurrent: int = MAX_CONCURRENT,
+               queue_timeout: float = QUEUE_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
+               decode_pixels: int = DECODE_PIXELS) -> FastAPI:
     """Build the app. Give a loaded ``predictor``, or let the app load ``model_path`` once at
     startup (``None``: the default model). ``config`` (a ``Config``) supplies the detector,
     YuNet path, score threshold and ONNX Runtime threads unless given here. ``max_pixels``
-    above ``imageio.MAX_PIXELS`` has no effect: ``read_image`` refuses more anyway."""
+    above ``imageio.MAX_PIXELS`` has no effect: ``read_image`` refuses more anyway. The memory
+    bounds (``max_concurrent``, ``queue_timeout``, ``body_timeout``, ``decode_pixels``) are
+    described in the module docstring."""
     if config is None:
         from emorec.config import Config
 
@@ -164,8 +264,24 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
         yield
 
     app = FastAPI(title="emorec", version=__version__, lifespan=lifespan,
-                  description="Facial emotion recognition: faces, their emotion and class probabilities.")
+                  description="Facial emotion recognition: faces, their emotion and class probabilities. "
+                              "A face's box is x, y, w, h in the uploaded photo's pixels. `GET /model` "
+                              "publishes the model's version string, which names the git commit it was "
+                              "trained from.")
     app.state.predictor = predictor
+    batch_limit = max_batch_files * max_upload_bytes + MULTIPART_OVERHEAD
+    app.add_middleware(_Guard, body_timeout=body_timeout,
+                       limits={"/predict": max_upload_bytes + MULTIPART_OVERHEAD, "/predict/batch": batch_limit})
+    slots = threading.BoundedSemaphore(max_concurrent)
+
+    @contextmanager
+    def slot():
+        if not slots.acquire(timeout=queue_timeout):
+            raise Busy(f"server busy: {max_concurrent} requests in progress; retry shortly")
+        try:
+            yield
+        finally:
+            slots.release()
 
     def get_predictor():
         p = app.state.predictor
@@ -180,6 +296,8 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     # --- error handlers: one line, never a traceback ---
     @app.exception_handler(EmorecError)
     async def _user_error(request: Request, exc: EmorecError):
+        if isinstance(exc, Busy):
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"detail": str(exc)}, status_code=413 if isinstance(exc, TooLarge) else 422)
 
     @app.exception_handler(RequestValidationError)
@@ -192,6 +310,14 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     # --- endpoints ---
+    @app.get("/")
+    def index():
+        return {"name": "emorec", "version": __version__, "openapi": "/openapi.json",
+                "docs": "/docs (interactive; its scripts load from a CDN, so offline read /openapi.json)",
+                "endpoints": ["POST /predict", "POST /predict/batch", "GET /health", "GET /model"],
+                "limits": {"upload_bytes": max_upload_bytes, "batch_files": max_batch_files,
+                           "image_pixels": max_pixels, "concurrent_requests": max_concurrent}}
+
     @app.get("/health", response_model=HealthOut)
     def health():
         loaded = app.state.predictor is not None
@@ -210,42 +336,40 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     detect_form = Annotated[bool | None, Form(alias="detect", description="same as the query option")]
     top_k_query = Annotated[int, Query(ge=1, description="how many best classes to list per face")]
 
+    def one_image(name: str, data: bytes, detect: bool, top_k: int) -> dict[str, Any]:
+        img, factor = _decode(name, data, max_pixels, decode_pixels)
+        size = (int(round(img.shape[1] * factor)), int(round(img.shape[0] * factor)))
+        faces = get_predictor().predict([img], detect=detect)[0]  # thread-safe
+        return {"faces": _faces_out(faces, factor, size, top_k), "width": size[0], "height": size[1]}
+
     @app.post("/predict", response_model=PredictOut, responses=ERRORS,
               max_body_size=max_upload_bytes + MULTIPART_OVERHEAD)
     def predict(file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, BMP, TIFF...)")],
                 detect_q: detect_query = None, detect_f: detect_form = None, top_k: top_k_query = 3):
         detect, top_k = options(detect_q, detect_f, top_k)
         name, data = _read_upload(file, max_upload_bytes)
-        img = _decode(name, data, max_pixels)
-        faces = get_predictor().predict([img], detect=detect)[0]  # thread-safe
-        return {"faces": [f.to_dict(top_k) for f in faces], "width": int(img.shape[1]),
-                "height": int(img.shape[0]), "model": get_predictor().info.version}
+        with slot():
+            return {**one_image(name, data, detect, top_k), "model": get_predictor().info.version}
 
-    @app.post("/predict/batch", response_model=BatchOut, responses=ERRORS,
-              max_body_size=max_batch_files * max_upload_bytes + MULTIPART_OVERHEAD)
+    @app.post("/predict/batch", response_model=BatchOut, responses=ERRORS, max_body_size=batch_limit)
     def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {max_batch_files} images")],
                       detect_q: detect_query = None, detect_f: detect_form = None, top_k: top_k_query = 3):
         detect, top_k = options(detect_q, detect_f, top_k)
         if len(files) > max_batch_files:
             raise TooLarge(f"too many files ({len(files)}, limit {max_batch_files})")
         results: list[dict[str, Any]] = []
-        good: list[tuple[int, Any]] = []  # (index in results, image)
-        for upload in files:
-            name = upload.filename or "upload"
-            try:
-                name, data = _read_upload(upload, max_upload_bytes)
-                img = _decode(name, data, max_pixels)
-            except EmorecError as e:
-                results.append({"filename": name, "status": 413 if isinstance(e, TooLarge) else 422,
-                                "error": str(e)})
-                continue
-            good.append((len(results), img))
-            results.append({"filename": name, "status": 200, "width": int(img.shape[1]),
-                            "height": int(img.shape[0])})
-        if good:  # all faces of all good images in one inference batch
-            per_image = get_predictor().predict([img for _, img in good], detect=detect)
-            for (i, _), faces in zip(good, per_image):
-                results[i]["faces"] = [f.to_dict(top_k) for f in faces]
+        with slot():  # one image decoded at a time: memory stays that of one photo
+            for upload in files:
+                name = upload.filename or "upload"
+                try:
+                    name, data = _read_upload(upload, max_upload_bytes)
+                    results.append({"filename": name, "status": 200, **one_image(name, data, detect, top_k)})
+                except EmorecError as e:
+                    results.append({"filename": name, "status": 413 if isinstance(e, TooLarge) else 422,
+                                    "error": str(e)})
+                except Exception:  # this image's failure, never the batch's
+                    log.exception("unexpected error on %s", name)
+                    results.append({"filename": name, "status": 500, "error": f"{name}: internal error"})
         return {"results": results, "model": get_predictor().info.version}
 
     return app

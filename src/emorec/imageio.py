@@ -25,7 +25,7 @@ MAX_PIXELS = 50_000_000  # below Pillow's own bomb limit (89 M); 50 MP covers mo
 MIN_SIDE = 8
 
 
-def _open(src: ImageSource, name: str) -> Image.Image:
+def _open(src: ImageSource, name: str, decode_pixels: int | None = None) -> Image.Image:
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if path.is_dir():
@@ -57,6 +57,9 @@ def _open(src: ImageSource, name: str) -> Image.Image:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise EmorecError(f"{name}: image too large ({w}x{h} = {w * h:,} pixels, limit {MAX_PIXELS:,})")
+            if decode_pixels and w * h > decode_pixels and img.format == "JPEG":
+                k = (decode_pixels / (w * h)) ** 0.5  # JPEG decodes at 1/2, 1/4, 1/8 for little memory
+                img.draft("RGB", (max(1, int(w * k)), max(1, int(h * k))))
             img.load()
     except EmorecError:
         raise
@@ -84,11 +87,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(src: ImageSource, name: str | None = None) -> np.ndarray:
-    """Any image source -> upright 8-bit RGB array (H, W, 3)."""
+def read_image(src: ImageSource, name: str | None = None, decode_pixels: int | None = None) -> np.ndarray:
+    """Any image source -> upright 8-bit RGB array (H, W, 3). ``decode_pixels``: a JPEG larger
+    than that is decoded reduced (by 2, 4 or 8 per side), to bound a server's memory."""
     if name is None:
         name = str(src) if isinstance(src, (str, os.PathLike)) else "image"
-    img = _open(src, name)
+    img = _open(src, name, decode_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like
