@@ -58,7 +58,9 @@ def _open(src: ImageSource, name: str, decode_pixels: int | None = None) -> Imag
             if w * h > MAX_PIXELS:
                 raise EmorecError(f"{name}: image too large ({w}x{h} = {w * h:,} pixels, limit {MAX_PIXELS:,})")
             if decode_pixels and w * h > decode_pixels and img.format == "JPEG":
-                k = (decode_pixels / (w * h)) ** 0.5  # JPEG decodes at 1/2, 1/4, 1/8 for little memory
+                # JPEG decodes at 1/2, 1/4 or 1/8 per side, to the size at least asked for: asking
+                # half the side lands between a quarter of decode_pixels and decode_pixels
+                k = (decode_pixels / (w * h)) ** 0.5 / 2
                 img.draft("RGB", (max(1, int(w * k)), max(1, int(h * k))))
             img.load()
     except EmorecError:
