@@ -11,11 +11,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import small_split
 
-from emorec.app.drawing import enlarge, prob_rows
+from emorec.app.drawing import enlarge, png_data_uri
 from emorec.app.quiz import QuizState, find_quiz_items
 from emorec.app.settings import parse_script_args
 from emorec.config import DEFAULT_CLASSES, FER_CLASSES
@@ -62,8 +63,12 @@ def upload(at, path: Path, name: str | None = None, data: bytes | None = None):
     return at
 
 
-def face_markdowns(at) -> list[str]:
-    return [m.value for m in at.markdown if m.value.startswith("**Face #")]
+def face_rows(at) -> list[tuple[str, str, float]]:
+    """(face, emotion, confidence) of the page's faces table: one compact row per face."""
+    if not at.main.dataframe:
+        return []
+    t = at.main.dataframe[0].value
+    return list(zip(t["face"], t["emotion"], t["confidence"]))
 
 
 # --- settings ------------------------------------------------------------------------
@@ -135,9 +140,15 @@ def test_quiz_scoring_and_reset():
 
 # --- page data ----------------------------------------------------------------------
 
-def test_prob_rows_and_enlarge():
-    assert prob_rows({"happy": 0.9, "sad": 0.1}, ["sad", "happy"]) == {"emotion": ["sad", "happy"],
-                                                                       "probability": [0.1, 0.9]}
+def test_png_data_uri_and_enlarge():
+    import base64
+
+    img = np.zeros((4, 6, 3), np.uint8)
+    img[0, 0] = (255, 0, 0)
+    uri = png_data_uri(img)
+    back = cv2.cvtColor(cv2.imdecode(np.frombuffer(base64.b64decode(uri.split(",", 1)[1]), np.uint8), 1),
+                        cv2.COLOR_BGR2RGB)
+    assert uri.startswith("data:image/png;base64,") and np.array_equal(back, img)
     crop = np.zeros((48, 40, 3), np.uint8)
     assert enlarge(crop, 240).shape == (240, 200, 3)
     big = np.zeros((300, 300), np.uint8)
@@ -179,22 +190,26 @@ def test_upload_multi_face_photo(app_env, images_dir, tiny_onnx, yunet_path):
         [read_image(images_dir / "multi_face.jpg")])[0]
     assert len(expected) == 5
     assert [s.value for s in at.main.subheader] == ["5 face(s) found"]
-    assert face_markdowns(at) == [f"**Face #{i}: {f.label}** ({f.confidence:.1%})" for i, f in enumerate(expected, 1)]
-    assert len(at.main.dataframe) == 5
+    rows = face_rows(at)
+    assert [(r[0], r[1]) for r in rows] == [(f"#{i}", f.label) for i, f in enumerate(expected, 1)]
+    assert np.allclose([r[2] for r in rows], [f.confidence for f in expected], atol=1e-5)
     table = at.main.dataframe[0].value
-    assert list(table["emotion"]) == DEFAULT_CLASSES
-    assert np.allclose(table["probability"], [expected[0].probs[c] for c in DEFAULT_CLASSES], atol=1e-4)
+    assert all(str(c).startswith("data:image/png;base64,") for c in table["crop"])  # each face's crop
+    # one bar per class on a shared 0-1 scale, in the model's class order
+    assert np.allclose(table["probabilities"][0], [expected[0].probs[c] for c in DEFAULT_CLASSES], atol=1e-5)
+    numbers = at.main.dataframe[1].value  # the numbers, in an expander
+    assert list(numbers.columns) == ["face", *DEFAULT_CLASSES] and len(numbers) == 5
     # Haar finds faces too; the detector choice reaches the prediction.
     at.sidebar.selectbox(key="detector").set_value("haar").run()
-    assert not at.exception and face_markdowns(at)
+    assert not at.exception and face_rows(at)
 
 
 def test_no_face_offers_whole_image(app_env, images_dir):
     at = upload(open_app(), images_dir / "free-mountain-vector-01.jpg")
-    assert "No face found" in at.warning[0].value and not face_markdowns(at)
+    assert "No face found" in at.warning[0].value and not face_rows(at)
     at.toggle(key="whole_image").set_value(True).run()
     assert not at.exception
-    assert len(face_markdowns(at)) == 1 and len(at.main.dataframe) == 1
+    assert len(face_rows(at)) == 1
 
 
 def test_unreadable_upload_then_good_one(app_env, images_dir):
@@ -203,7 +218,7 @@ def test_unreadable_upload_then_good_one(app_env, images_dir):
     at.file_uploader(key="upload").clear()
     at.run()
     at = upload(at, images_dir / "single_face.jpg")
-    assert not at.error and len(face_markdowns(at)) == 1
+    assert not at.error and len(face_rows(at)) == 1
 
 
 def test_upload_over_size_limit(app_env, images_dir):
@@ -211,7 +226,7 @@ def test_upload_over_size_limit(app_env, images_dir):
     big = images_dir / "BWPictureHuman.jpg"
     assert big.stat().st_size > 2**20
     at = upload(open_app(), big)
-    assert "over the 1 MB limit" in at.error[0].value and not face_markdowns(at)
+    assert "over the 1 MB limit" in at.error[0].value and not face_rows(at)
 
 
 def test_webcam_snapshot(app_env, images_dir):
@@ -219,15 +234,17 @@ def test_webcam_snapshot(app_env, images_dir):
     at.radio(key="source").set_value("Webcam snapshot").run()
     at.camera_input(key="camera").upload("shot.jpg", (images_dir / "single_face.jpg").read_bytes())
     at.run()
-    assert not at.exception and len(face_markdowns(at)) == 1
+    assert not at.exception and len(face_rows(at)) == 1
 
 
 def test_quiz_without_test_split_says_how_to_make_one(app_env):
     at = open_app()
     at.sidebar.radio(key="mode").set_value("Emotion quiz").run()
     assert not at.exception
-    assert "No quiz images" in at.warning[0].value and "does not exist" in at.warning[0].value
-    assert any("emorec data prepare" in m.value for m in at.markdown)
+    assert at.warning[0].value == "No quiz images on this server."  # no server path revealed
+    assert any("--quiz-dir" in m.value for m in at.markdown)
+    assert not at.sidebar.text_input and not at.text_input  # visitors cannot name server folders
+    assert not at.sidebar.selectbox and not at.sidebar.slider  # no face finding in the quiz
 
 
 def play_round(at, guess: str):
@@ -285,8 +302,8 @@ def test_seven_class_model(app_env, tiny_onnx7, quiz_dir, images_dir):
     app_env.setenv("EMOREC_MODEL", str(tiny_onnx7))
     app_env.setenv("EMOREC_QUIZ_DIR", str(quiz_dir))
     at = upload(open_app(), images_dir / "multi_face.jpg")
-    assert len(face_markdowns(at)) == 5
-    assert list(at.main.dataframe[0].value["emotion"]) == FER_CLASSES
+    assert len(face_rows(at)) == 5
+    assert list(at.main.dataframe[1].value.columns) == ["face", *FER_CLASSES]
     at.sidebar.radio(key="mode").set_value("Emotion quiz").run()
     assert at.radio(key="guess_0_0").options == FER_CLASSES
     assert at.session_state["quiz"].size == PER_CLASS * 7
@@ -331,7 +348,7 @@ def test_quiz_picks_up_split_made_later_and_skips_bad_files(app_env, quiz_dir, t
 
 def test_packaged_script_runs_without_the_shim(app_env, images_dir):
     at = upload(open_app(ROOT / "src" / "emorec" / "app" / "streamlit_app.py"), images_dir / "single_face.jpg")
-    assert len(face_markdowns(at)) == 1
+    assert len(face_rows(at)) == 1
 
 
 def test_app_never_imports_torch():
@@ -394,3 +411,31 @@ def test_launcher_starts_server_from_any_cwd(tmp_path, tiny_onnx):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_shipped_models_offered_by_name(app_env, tiny_onnx, tiny_onnx7, tmp_path, images_dir):
+    import shutil
+
+    from emorec.inference import predictor as predictor_mod
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(tiny_onnx, shipped / "best_model.onnx")
+    shutil.copy(tiny_onnx7, shipped / "emotion_7class.onnx")
+    app_env.setattr(predictor_mod, "SHIPPED_MODELS_DIR", shipped)
+    app_env.delenv("EMOREC_MODEL")
+    at = open_app()
+    choice = at.sidebar.selectbox(key="model_name")
+    assert choice.options == ["5 emotions: angry, fear, happy, sad, surprise", "7 emotions: adds neutral and disgust"]
+    choice.set_value("7class").run()
+    assert not at.exception and "emotion_7class.onnx" in at.sidebar.caption[0].value
+    at = upload(at, images_dir / "single_face.jpg")
+    assert list(at.main.dataframe[1].value.columns) == ["face", *FER_CLASSES]
+
+
+def test_repository_streamlit_config_matches_the_launcher():
+    import tomllib
+
+    conf = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert conf["server"]["address"] == "127.0.0.1" and conf["server"]["maxUploadSize"] == 10
+    assert conf["browser"]["gatherUsageStats"] is False and conf["client"]["toolbarMode"] == "minimal"

@@ -2,13 +2,16 @@
 (Boxes on the photo come from emorec.inference.draw, shared with the CLI.)"""
 from __future__ import annotations
 
+import base64
+
 import cv2
 import numpy as np
 
 
-def prob_rows(probs: dict[str, float], classes: list[str]) -> dict[str, list]:
-    """Column data (emotion, probability) in the model's class order, for a table or chart."""
-    return {"emotion": list(classes), "probability": [round(float(probs[c]), 4) for c in classes]}
+def png_data_uri(img: np.ndarray) -> str:
+    """An RGB array as a ``data:image/png`` URI (a table's image column)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
 def enlarge(img: np.ndarray, side: int) -> np.ndarray:

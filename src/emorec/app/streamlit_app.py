@@ -9,7 +9,6 @@ once per server, not on every rerun of this script.
 """
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -17,19 +16,22 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from emorec.app.drawing import enlarge, prob_rows
+from emorec.app.drawing import enlarge, png_data_uri
 from emorec.app.quiz import QuizItem, QuizState, find_quiz_items, folder_stamp
 from emorec.app.settings import AppSettings, parse_script_args
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
 from emorec.inference.detect import make_detector
 from emorec.inference.draw import annotate
-from emorec.inference.predictor import Predictor, default_model_path
+from emorec.config import SHIPPED_MODELS
+from emorec.inference.predictor import Predictor, default_model_path, resolve_model
 from emorec.inference.types import Face
 from emorec.preprocess import crop_face
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
-DETECTORS = ["yunet", "haar"]
+DETECTORS = {"yunet": "YuNet (finds more faces)", "haar": "Haar cascade (classic, faster)"}
+MODEL_NAMES = {"5class": "5 emotions: angry, fear, happy, sad, surprise",
+               "7class": "7 emotions: adds neutral and disgust"}
 QUIZ_PER_CLASS = 200  # a seeded sample of the test split: plenty of rounds, quick start
 MODES = ["Predict", "Emotion quiz"]
 
@@ -44,14 +46,13 @@ emorec export                                        # -> models/best_model.onnx
 Or start the app on a model you have: `emorec app --model path/to/model.onnx`
 (or set `EMOREC_MODEL`)."""
 
-SPLIT_HELP = """The quiz shows face images from a test split laid out as `<folder>/<class>/*.jpg`
-(the folder name is the true emotion). Create one with
+SPLIT_HELP = """The quiz shows face images from a folder laid out as `<folder>/<class>/*.jpg` (the
+folder name is the true emotion), chosen by whoever runs the app: `emorec app --quiz-dir FOLDER`
+(or `EMOREC_QUIZ_DIR`); by default the test split of `emorec data prepare`:
 
 ```
 emorec data prepare ../shared/datasets/fer2013.zip   # -> data_split/test/<class>/
-```
-
-or point the quiz at another folder in the sidebar (or with `--quiz-dir` / `EMOREC_QUIZ_DIR`)."""
+```"""
 
 
 # --- loading (once per server) -----------------------------------------------------------
@@ -86,26 +87,34 @@ def load_quiz(quiz_dir: str, classes: tuple[str, ...], seed: int,
     return items, images, skipped
 
 
-def with_detector(model: Predictor, name: str, detector) -> Predictor:
-    """The cached model with another detector: a shallow copy shares the ORT session."""
-    p = copy.copy(model)
-    p.detector, p.detector_name = detector, name
-    return p
-
-
 # --- sidebar -----------------------------------------------------------------------------
 
-def sidebar_controls(settings: AppSettings) -> tuple[str, str, float]:
+def sidebar_controls(settings: AppSettings) -> tuple[str, str, float, Path]:
     st.sidebar.title("emorec")
     mode = st.sidebar.radio("Mode", MODES, key="mode")
-    st.sidebar.subheader("Face detection")
-    default = settings.cfg.detector if settings.cfg.detector in DETECTORS else "yunet"
-    detector = st.sidebar.selectbox("Detector", DETECTORS, index=DETECTORS.index(default), key="detector")
-    threshold = st.sidebar.slider("Detection threshold", 0.1, 0.99, float(settings.cfg.det_score_threshold),
-                                  0.01, key="threshold", disabled=detector != "yunet",
-                                  help="The score YuNet needs to call something a face; "
-                                       "Haar has no score.")
-    return mode, detector, threshold
+    detector, threshold = settings.cfg.detector, float(settings.cfg.det_score_threshold)
+    if mode == "Predict":  # the quiz shows face crops: no face finding there
+        st.sidebar.subheader("Finding faces")
+        default = detector if detector in DETECTORS else "yunet"
+        detector = st.sidebar.selectbox("Face finder", list(DETECTORS), index=list(DETECTORS).index(default),
+                                        format_func=DETECTORS.get, key="detector")
+        threshold = st.sidebar.slider("How sure it must be that it is a face", 0.1, 0.99, threshold, 0.01,
+                                      key="threshold", disabled=detector != "yunet",
+                                      help="Lower finds more faces, and more things that are not faces. "
+                                           "The Haar cascade has no such score.")
+    return mode, detector, threshold, model_choice(settings)
+
+
+def model_choice(settings: AppSettings) -> Path:
+    """The operator's model (--model, EMOREC_MODEL, MODEL_PATH) as given; else the shipped ones
+    by name, when there is more than one to choose from."""
+    if settings.model_path is not None:
+        return resolve_model(settings.model_path)
+    shipped = [name for name in SHIPPED_MODELS if resolve_model(name).is_file()]
+    if len(shipped) < 2:
+        return default_model_path(settings.cfg)
+    name = st.sidebar.selectbox("Model", shipped, format_func=lambda n: MODEL_NAMES.get(n, n), key="model_name")
+    return resolve_model(name)
 
 
 def metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -138,27 +147,33 @@ def sidebar_model(model: Predictor) -> None:
 
 # --- predict mode ------------------------------------------------------------------------
 
-def probs_view(probs: dict[str, float], classes: list[str], key: str) -> None:
-    """Table and bar chart of all class probabilities, side by side."""
-    df = pd.DataFrame(prob_rows(probs, classes))
-    left, right = st.columns(2)
-    left.dataframe(df, hide_index=True, key=f"table_{key}",
-                   column_config={"probability": st.column_config.ProgressColumn(
-                       "probability", format="percent", min_value=0.0, max_value=1.0)})
-    right.bar_chart(df, x="emotion", y="probability", height=220, sort=False)
+def faces_table(faces: list[Face], crops: list[np.ndarray] | None, classes: list[str], key: str) -> None:
+    """One compact row per face: crop, emotion, confidence and a bar of every class's probability
+    on one shared 0-1 scale; the numbers on demand."""
+    rows = {"face": [f"#{i}" for i in range(1, len(faces) + 1)]}
+    if crops is not None:
+        rows["crop"] = [png_data_uri(enlarge(c, 64)) for c in crops]
+    rows.update(emotion=[f.label for f in faces], confidence=[f.confidence for f in faces],
+                probabilities=[[f.probs[c] for c in classes] for f in faces])
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"faces_{key}", row_height=56 if crops else 35,
+                 column_config={
+                     "crop": st.column_config.ImageColumn("crop", width="small"),
+                     "confidence": st.column_config.ProgressColumn("confidence", format="percent",
+                                                                   min_value=0.0, max_value=1.0),
+                     "probabilities": st.column_config.BarChartColumn(
+                         f"probabilities ({', '.join(classes)})", y_min=0.0, y_max=1.0)})
+    with st.expander("Probabilities as numbers"):
+        numbers = pd.DataFrame({"face": rows["face"], **{c: [round(f.probs[c], 4) for f in faces] for c in classes}})
+        st.dataframe(numbers, hide_index=True, key=f"numbers_{key}")
 
 
 def show_faces(img: np.ndarray, faces: list[Face], model: Predictor, name: str) -> None:
-    picture, results = st.columns(2)
+    picture, results = st.columns([3, 2])
     picture.image(annotate(img, faces, numbered=True), caption=f"{name}: {len(faces)} face(s)")
     with results:
         st.subheader(f"{len(faces)} face(s) found" if len(faces) != 1 else "1 face found")
-        for i, face in enumerate(faces, 1):
-            with st.container(border=True):
-                thumb, text = st.columns([1, 4])
-                thumb.image(enlarge(crop_face(img, face.box, model.info.face_margin), 96), width=72)
-                text.markdown(f"**Face #{i}: {face.label}** ({face.confidence:.1%})")
-                probs_view(face.probs, model.classes, key=f"face{i}")
+        crops = [crop_face(img, f.box, model.info.face_margin) for f in faces]
+        faces_table(faces, crops, model.classes, key="photo")
 
 
 def predict_page(model: Predictor, predictor: Predictor, settings: AppSettings) -> None:
@@ -212,16 +227,16 @@ def submit_answer(state: QuizState, model: Predictor, item: QuizItem, img: np.nd
 
 def quiz_page(model: Predictor, settings: AppSettings) -> None:
     st.header("Emotion quiz: you against the model")
-    quiz_dir = Path(st.sidebar.text_input("Quiz images (a folder of <class>/ folders)",
-                                          value=str(settings.quiz_dir), key="quiz_dir"))
+    quiz_dir = settings.quiz_dir  # the server's setting: visitors never name server folders
     classes = model.classes
     items, images, skipped = load_quiz(str(quiz_dir), tuple(classes), settings.cfg.seed,
                                        folder_stamp(quiz_dir))
     if skipped:
-        st.caption(f"{len(skipped)} unreadable image(s) left out, e.g. {skipped[0]}")
+        st.caption(f"{len(skipped)} unreadable image(s) left out, e.g. {Path(skipped[0].split(':')[0]).name}")
     if not items:
         where = "does not exist" if not quiz_dir.is_dir() else f"has no images in folders named {', '.join(classes)}"
-        st.warning(f"No quiz images: {quiz_dir} {where}.")
+        print(f"emorec app: no quiz images: {quiz_dir} {where}", file=sys.stderr)  # for the operator's log
+        st.warning("No quiz images on this server.")
         st.markdown(SPLIT_HELP)
         return
     state = quiz_state((str(quiz_dir.resolve()), tuple(classes), len(items)), len(items), settings.cfg.seed)
@@ -248,7 +263,7 @@ def quiz_page(model: Predictor, settings: AppSettings) -> None:
                 f"You: {r.guess} — {'right' if r.player_right else 'wrong'}.")
             (st.success if r.model_right else st.error)(
                 f"Model: {r.predicted} ({r.probs[r.predicted]:.0%}) — {'right' if r.model_right else 'wrong'}.")
-            probs_view(r.probs, classes, key="quiz")
+            faces_table([Face((0, 0, 0, 0), r.predicted, r.probs[r.predicted], r.probs)], None, classes, key="quiz")
         buttons = st.columns(2)
         buttons[0].button("Next image", key="quiz_next", on_click=state.next)
         buttons[1].button("Reset score", key="quiz_reset", on_click=state.reset_score)
@@ -263,9 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     except EmorecError as e:
         st.error(str(e))
         st.stop()
-    mode, detector_name, threshold = sidebar_controls(settings)
+    mode, detector_name, threshold, model_path = sidebar_controls(settings)
     cfg = settings.cfg
-    model_path = settings.model_path or default_model_path(cfg)
     try:
         mtime = model_path.stat().st_mtime_ns if model_path.is_file() else 0
         model = load_model(str(model_path), cfg.ort_threads, mtime)
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         except EmorecError as e:
             st.error(f"Face detector '{detector_name}' unavailable: {e}")
             st.stop()
-        predict_page(model, with_detector(model, detector_name, detector), settings)
+        predict_page(model, model.with_detector(detector, detector_name), settings)
     else:
         quiz_page(model, settings)
 

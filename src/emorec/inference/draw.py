@@ -24,8 +24,8 @@ def annotate(img: np.ndarray, faces: list[Face], top_k: int = 1, numbered: bool 
     """
     out = np.ascontiguousarray(img.copy())
     h, w = out.shape[:2]
-    thick = max(1, round(max(h, w) / 400))
-    scale = max(0.4, max(h, w) / 1800)
+    thick = max(2, round(max(h, w) / 400))
+    scale = max(0.6, max(h, w) / 1100)  # readable when the photo is shown at page width
     text_thick = max(1, thick - 1)
     for face in faces:  # boxes first, so no box line crosses a label
         x, y, bw, bh = face.box

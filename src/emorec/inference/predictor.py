@@ -128,6 +128,10 @@ class Predictor:
             expected_classes=cfg.active_classes if check_classes else None,
             min_face_size=cfg.min_face_size, det_min_side=cfg.det_min_side, det_max_side=cfg.det_max_side)
 
+    def with_detector(self, detector: Detector, name: str) -> "Predictor":
+        """The same model (one shared ONNX Runtime session) with another face detector."""
+        return Predictor(self._sess, self.info, self.model_path, detector, name)
+
     @property
     def classes(self) -> list[str]:
         return list(self.info.classes)
