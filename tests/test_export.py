@@ -51,13 +51,27 @@ def test_metadata_lets_the_predictor_run_without_torch_state(exported, trained, 
     assert side["model_info"]["classes"] == trained.active_classes
 
 
-def test_export_command_prints_parity_and_rejects_missing_checkpoint(trained, tmp_path, capsys):
+def test_export_command_prints_parity_and_rejects_missing_checkpoint(trained, tmp_path, capfd):
     rc = main(["export", "--checkpoint", str(Path(trained.models_dir) / "best_model.pt"), "--out",
                str(tmp_path / "m.onnx"), "--no-int8", "--data-dir", str(trained.data_dir)])
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
     assert rc == 0 and "top-1 agreement" in out and (tmp_path / "m.onnx").is_file()
+    assert "torchvision" not in err and "Warning" not in err, err  # torch's exporter notes stay quiet
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "checkpoint not found" in capfd.readouterr().err
+
+
+def test_export_never_replaces_a_shipped_model_unasked(tmp_path, capsys):
+    from emorec.config import SHIPPED_MODELS_DIR
+
+    shipped = SHIPPED_MODELS_DIR / "best_model.onnx"
+    before = shipped.read_bytes()
+    assert main(["export", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(shipped)]) == 2
+    err = capsys.readouterr().err
+    assert "is a shipped model file" in err and "--force" in err and shipped.read_bytes() == before
+    # with --force the export goes ahead (and here stops at the missing checkpoint)
+    assert main(["export", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(shipped), "--force"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err and shipped.read_bytes() == before
 
 
 def test_ensemble_averages_member_probabilities_over_its_classes():

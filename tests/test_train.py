@@ -363,3 +363,11 @@ def test_a_checkpoint_cannot_run_code(tmp_path, capsys):
 def test_out_of_range_config_is_refused_when_built(key, value, words):
     with pytest.raises(EmorecError, match=words):
         load_config(None, {key: value})
+
+
+def test_training_never_writes_into_the_shipped_models(capsys):
+    from emorec.config import SHIPPED_MODELS_DIR
+
+    assert Config().models_dir == Path("runs/default/models")  # a run folder by default
+    assert main(["train", "--set", f"MODELS_DIR={SHIPPED_MODELS_DIR}"]) == 2
+    assert "folder of the shipped models" in capsys.readouterr().err

@@ -7,6 +7,8 @@ real test faces, and the int8 model with fp32 on accuracy.
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 import tempfile
 from pathlib import Path
 
@@ -54,8 +56,19 @@ def to_onnx(model, cfg: Config, path: Path) -> Path:
     x = torch.rand(2, cfg.in_chans, cfg.img_size, cfg.img_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"], dynamo=True,
-                      dynamic_shapes=({0: batch},), external_data=False, optimize=True, verbose=False)
+    # The exporter's notes ("torchvision is not installed. Skipping torchvision::nms", deprecation
+    # FutureWarnings) concern torch's internals, not the user's model: kept off the terminal.
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"], dynamo=True,
+                              dynamic_shapes=({0: batch},), external_data=False, optimize=True, verbose=False)
+    finally:
+        quiet.setLevel(level)
     return path
 
 

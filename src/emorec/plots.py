@@ -48,10 +48,14 @@ def training_curves_png(history: list[dict], path: Path) -> Path:
     b.plot(step, [h["train_acc"] for h in history], label="train acc")
     b.plot(step, [h["val_acc"] for h in history], label="val acc")
     b.plot(step, [h["val_macro_f1"] for h in history], label="val macro-F1")
+    from matplotlib.ticker import MaxNLocator
+
     stage2 = [i + 1 for i, h in enumerate(history) if h["stage"] == 2]
     for ax in (a, b):
         if stage2:
-            ax.axvline(stage2[0] - 0.5, color="grey", ls="--", lw=1)
+            ax.axvline(stage2[0] - 0.5, color="grey", ls="--", lw=1,
+                       label=f"stage 2 from epoch {stage2[0]} (backbone unfrozen)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel("epoch (both stages)")
         ax.legend()
         ax.grid(alpha=0.3)
