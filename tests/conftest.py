@@ -161,3 +161,14 @@ def trained(split_dir, weights_dir, tmp_path_factory):
     cfg = tiny_cfg(split_dir, tmp_path_factory.mktemp("run"), weights_dir)
     fit(cfg, show_progress=False)
     return cfg
+
+
+# Fixtures that train a model or read a whole dataset (tens of seconds each): every test using
+# one belongs to the full run, so the quick run (-m "not slow and not browser") stays under a minute.
+SLOW_FIXTURES = {"trained", "exported", "split_dir", "fer_scan", "fer_split", "private_test", "ferplus_split"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -74,6 +74,7 @@ def test_export_never_replaces_a_shipped_model_unasked(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err and shipped.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_ensemble_averages_member_probabilities_over_its_classes():
     import torch
 

@@ -51,6 +51,7 @@ def test_shipped_model_record_and_prediction(path, images_dir):
     assert probs.shape == (1, len(predictor.classes)) and np.isclose(probs.sum(), 1, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_default_model_accuracy_is_reproduced_from_the_raw_test_set(fer2013_zip):
     """Recorded by `emorec evaluate` on the prepared split; re-measured here on FER2013
     PrivateTest straight from the zip (the split's test set is exactly those faces)."""

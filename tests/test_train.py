@@ -55,8 +55,8 @@ def test_config_layers_yaml_cli_and_profiles(tmp_path):
     ({"soft_labels": True, "hard_label_weight": 1.5}, "HARD_LABEL_WEIGHT must be in"),
     ({"hard_label_weight": 0.5}, "needs SOFT_LABELS"),
     ({"det_min_side": 400}, "DET_MIN_SIDE must be in"),
-    ({"aug_erase": 1.5}, "AUG_ERASE is a probability"),
-    ({"aug_noise": -0.1}, "AUG_NOISE is a noise std"),
+    ({"aug_erase": 1.5}, "AUG_ERASE must be in \\[0, 1\\]"),
+    ({"aug_noise": -0.1}, "AUG_NOISE must be in \\[0, 0.5\\]"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(EmorecError, match=message):
