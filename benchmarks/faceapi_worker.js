@@ -1,8 +1,8 @@
 // face-api.js (@vladmandic/face-api, MIT) on TensorFlow.js's wasm backend, as a line-protocol worker
-// for benchmarks/photos.py.
-// "rgb": base64 of h*w*3 bytes}; stdout: {"id", "probs": {expression: p} | null (no face found)}.
-// "crop": faceExpressionNet on the given face crop; "whole": its own SSD MobileNet detector,
-// 68 landmarks, then expressions of the largest face, as the library's documented pipeline does.
+// for benchmarks/photos.py. stdin: one JSON per line {"id", "h", "w", "rgb": base64 of h*w*3 bytes},
+// an image taken as one face; stdout: {"id", "probs": {expression: p}}, faceExpressionNet's output
+// (it resizes to 112 px). Its own SSD detector was tried on muxspace_dev's whole photos and found
+// no face in 902 of 937 (they are face-filling 224 px crops), so the photo itself is the face.
 // Run from a folder where `npm install @vladmandic/face-api@1.7.15 @tensorflow/tfjs@4.22.0
 // @tensorflow/tfjs-backend-wasm@4.22.0` was done (NODE_PATH pointing at its node_modules).
 const path = require('path');
