@@ -132,7 +132,7 @@ def test_upload_shows_every_face(page, images_dir):
     expect(page.get_by_text("Upload a photo or take a snapshot")).to_be_visible()
     page.locator('.st-key-upload input[type="file"]').set_input_files(str(images_dir / "multi_face.jpg"))
     expect(page.get_by_text("5 face(s) found")).to_be_visible()
-    expect(page.locator(".st-key-faces_photo")).to_be_visible()  # one compact table, a row per face
+    expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()  # one compact table, a row per face
     expect(page.get_by_text("multi_face.jpg: 5 face(s)")).to_be_visible()  # the boxed photo's caption
     wait_idle(page)
     page.wait_for_timeout(1000)  # the table finishes drawing

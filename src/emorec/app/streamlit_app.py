@@ -157,18 +157,21 @@ def faces_table(faces: list[Face], crops: list[np.ndarray] | None, classes: list
                 probabilities=[[f.probs[c] for c in classes] for f in faces])
     st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"faces_{key}", row_height=56 if crops else 35,
                  column_config={
-                     "crop": st.column_config.ImageColumn("crop", width="small"),
-                     "confidence": st.column_config.ProgressColumn("confidence", format="percent",
+                     "face": st.column_config.TextColumn("face", width=40),
+                     "crop": st.column_config.ImageColumn("crop", width=56),
+                     "emotion": st.column_config.TextColumn("emotion", width=80),
+                     "confidence": st.column_config.ProgressColumn("confidence", format="percent", width=110,
                                                                    min_value=0.0, max_value=1.0),
                      "probabilities": st.column_config.BarChartColumn(
-                         f"probabilities ({', '.join(classes)})", y_min=0.0, y_max=1.0)})
+                         "probabilities", y_min=0.0, y_max=1.0, width=140,
+                         help=f"bars in this order: {', '.join(classes)}")})
     with st.expander("Probabilities as numbers"):
         numbers = pd.DataFrame({"face": rows["face"], **{c: [round(f.probs[c], 4) for f in faces] for c in classes}})
         st.dataframe(numbers, hide_index=True, key=f"numbers_{key}")
 
 
 def show_faces(img: np.ndarray, faces: list[Face], model: Predictor, name: str) -> None:
-    picture, results = st.columns([3, 2])
+    picture, results = st.columns(2)
     picture.image(annotate(img, faces, numbered=True), caption=f"{name}: {len(faces)} face(s)")
     with results:
         st.subheader(f"{len(faces)} face(s) found" if len(faces) != 1 else "1 face found")
