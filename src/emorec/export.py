@@ -16,7 +16,6 @@ import numpy as np
 
 from emorec import __version__
 from emorec.config import Config
-from emorec.errors import EmorecError
 from emorec.inference.types import META_KEY, ModelInfo
 from emorec.provenance import portable_path
 
@@ -71,28 +70,6 @@ def to_onnx(model, cfg: Config, path: Path) -> Path:
     finally:
         quiet.setLevel(level)
     return path
-
-
-def correct_priors(model, data_dir: Path, classes: list[str]) -> dict[str, float]:
-    """Logit adjustment (Menon et al. 2021, tau = 1): subtract log(class prior of the training
-    split) from the head's bias, so the argmax is what a class-balanced training set would give.
-    Returns the priors used."""
-    import torch
-
-    from emorec.models.base import Backbone
-    from emorec.train.dataset import list_split
-
-    if not isinstance(model, Backbone):
-        raise EmorecError("--prior-correction needs a single checkpoint (not an ensemble or --tta-flip)")
-    _, labels = list_split(data_dir, "train", classes)
-    counts = np.bincount(labels, minlength=len(classes)).astype(np.float64)
-    if (counts == 0).any():
-        raise EmorecError(f"--prior-correction: {data_dir}/train has no images of "
-                          f"{', '.join(c for c, n in zip(classes, counts) if not n)}")
-    prior = counts / counts.sum()
-    with torch.no_grad():
-        model.get_classifier().bias -= torch.from_numpy(np.log(prior)).float()
-    return {c: round(float(p), 6) for c, p in zip(classes, prior)}
 
 
 def store_metrics(onnx_path: Path, result: dict) -> dict:
@@ -155,7 +132,7 @@ def _ort_probs(path: Path, images: np.ndarray, batch: int = 128) -> np.ndarray:
 
 def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = True, data_dir: Path | None = None,
            calib_count: int = 256, parity_count: int = 1000, metrics_json: Path | None = None,
-           tta_flip: bool = False, prior_correction: bool = False) -> dict:
+           tta_flip: bool = False) -> dict:
     """Export ``checkpoint`` (several: their ensemble, see ``model_from_checkpoints``;
     ``tta_flip``: with the mirror-image average in the graph); returns the parity report
     (also written beside the model)."""
@@ -174,13 +151,11 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     checkpoint = paths[0]
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
     data_dir = Path(data_dir or cfg.data_dir)
-    priors = correct_priors(model, data_dir, cfg.active_classes) if prior_correction else None
     metrics = {}
     if metrics_json and Path(metrics_json).is_file():
         m = json.loads(Path(metrics_json).read_text())
         # Embed only metrics measured on this very checkpoint.
-        if len(paths) == 1 and not tta_flip and not prior_correction \
-                and Path(m.get("model", "")).resolve() == checkpoint.resolve():
+        if len(paths) == 1 and not tta_flip and Path(m.get("model", "")).resolve() == checkpoint.resolve():
             metrics = {k: m[k] for k in METRIC_KEYS if k in m}
     info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=len(paths), tta_flip=tta_flip)
 
@@ -188,7 +163,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     set_metadata(out, info)
     report: dict = {"onnx": portable_path(out), "classes": cfg.active_classes,
                     "checkpoints": [portable_path(p) for p in paths],
-                    "tta_flip": tta_flip, "prior_correction": priors}
+                    "tta_flip": tta_flip}
 
     test = load_split(data_dir, "test", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,
                       max_per_class=max(1, parity_count // cfg.num_classes), seed=cfg.seed, progress=False)

@@ -15,9 +15,6 @@ def add_arguments(p) -> None:
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
     p.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image inside "
                    "the model (twice the compute)")
-    p.add_argument("--prior-correction", action="store_true",
-                   help="subtract the log of the training split's class priors from the logits (logit "
-                        "adjustment): the decisions of a class-balanced training set")
     p.add_argument("--data-dir", help="split used for calibration and parity (default: the checkpoint's)")
     p.add_argument("--metrics", help="metrics.json to embed (default: REPORTS_DIR/metrics.json if present)")
 
@@ -36,8 +33,7 @@ def run(args) -> int:
     _check_not_shipped(out, args.force, not args.no_int8)
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
     r = export(ckpt, out, int8=not args.no_int8,
-               data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip,
-               prior_correction=args.prior_correction)
+               data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip)
     par = r["parity"]
     print(f"wrote {r['onnx']} ({r['size_mb']} MB)")
     print(f"parity on {par['images']} test faces: max |dprob| {par['max_abs_prob_diff']:.2e}, "
