@@ -416,8 +416,10 @@ def test_launcher_starts_server_from_any_cwd(tmp_path, tiny_onnx):
 def test_shipped_models_offered_by_name(app_env, tiny_onnx, tiny_onnx7, tmp_path, images_dir):
     import shutil
 
+    from emorec.config import SHIPPED_MODELS
     from emorec.inference import predictor as predictor_mod
 
+    app_env.setitem(SHIPPED_MODELS, "7class", "emotion_7class.onnx")
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     shutil.copy(tiny_onnx, shipped / "best_model.onnx")

@@ -313,9 +313,10 @@ def make_tiny():
 
 
 def test_default_model_path(tmp_path, monkeypatch):
-    from emorec.config import SHIPPED_MODELS_DIR
+    from emorec.config import SHIPPED_MODELS, SHIPPED_MODELS_DIR
     from emorec.inference.predictor import resolve_model
 
+    monkeypatch.setitem(SHIPPED_MODELS, "7class", "emotion_7class.onnx")  # a second one, by name
     monkeypatch.chdir(tmp_path)
     assert default_model_path(Config(model_path=tmp_path / "x.onnx")) == tmp_path / "x.onnx"
     # the default is the shipped 5-class model, wherever the command runs
@@ -327,7 +328,7 @@ def test_default_model_path(tmp_path, monkeypatch):
     (tmp_path / "runs/default/models").mkdir(parents=True)
     (tmp_path / "runs/default/models/best_model.onnx").write_bytes(b"x")
     assert default_model_path(Config()) == SHIPPED_MODELS_DIR / "best_model.onnx"
-    with pytest.raises(EmorecError, match="model file not found: .*nope.onnx .*5class, 7class"):
+    with pytest.raises(EmorecError, match="model file not found: .*nope.onnx .*: 5class, 7class"):
         Predictor.from_path("nope.onnx", detector="none")
 
 

@@ -19,9 +19,9 @@ from emorec.errors import EmorecError
 
 DEFAULT_CLASSES = ["angry", "fear", "happy", "sad", "surprise"]
 # The models that ship with emorec, in the repository's models/ folder, picked by short name
-# (`--model 7class`). Training and export write to run folders, never here unless forced.
+# (`--model 5class`). Training and export write to run folders, never here unless forced.
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-SHIPPED_MODELS = {"5class": "best_model.onnx", "7class": "emotion_7class.onnx"}
+SHIPPED_MODELS = {"5class": "best_model.onnx"}
 DEFAULT_MODEL = "5class"
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -157,7 +157,7 @@ class Config:
     tta_flip: bool = False
 
     # --- inference ---
-    model_path: Path | None = None  # an .onnx file or a shipped model's name (5class, 7class); None: 5class
+    model_path: Path | None = None  # an .onnx file or a shipped model's name (5class); None: 5class
     detector: str = "yunet"  # yunet | haar | none
     yunet_path: Path | None = None  # also $EMOREC_YUNET
     det_score_threshold: float = 0.6

@@ -31,7 +31,7 @@ from emorec.preprocess import crop_face
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 DETECTORS = {"yunet": "YuNet (finds more faces)", "haar": "Haar cascade (classic, faster)"}
 MODEL_NAMES = {"5class": "5 emotions: angry, fear, happy, sad, surprise",
-               "7class": "7 emotions: adds neutral and disgust"}
+               "7class": "7 emotions: adds neutral and disgust"}  # how the sidebar names shipped models
 QUIZ_PER_CLASS = 200  # a seeded sample of the test split: plenty of rounds, quick start
 MODES = ["Predict", "Emotion quiz"]
 

@@ -20,7 +20,7 @@ CHUNK = 16  # images decoded and classified together
 EPILOG = """output: one line (text), row (CSV) or record (JSON) per face; a face's box is x, y, w, h
 in original-image pixels (top-left corner, width, height). JSON faces have the shape of the API's:
 {"box": [x, y, w, h], "label", "confidence", "probs": {class: p}, "det_score", "top": [{"label", "prob"}]}.
-models: an .onnx file, or a shipped model by name: 5class (default), 7class (adds neutral, disgust).
+models: an .onnx file, or a shipped model by name: 5class (the default).
 exit status: 0 every input processed; 1 some inputs could not be read (the rest are written);
 2 usage error."""
 
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively) or videos (.mp4 .avi .mov .mkv .webm)")
-    p.add_argument("--model", help="ONNX file or shipped model name: 5class (default), 7class")
+    p.add_argument("--model", help="ONNX file or shipped model name (default: 5class)")
     p.add_argument("--detector", choices=["yunet", "haar", "none"], help="face detector (default: config DETECTOR)")
     p.add_argument("--no-detect", action="store_true",
                    help="treat each whole image as one face (already-cropped faces)")

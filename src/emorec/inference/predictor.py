@@ -27,7 +27,7 @@ BATCH = 64  # faces per ORT call: bounds memory on crowd photos and long folders
 
 
 def resolve_model(spec: str | os.PathLike | None = None) -> Path:
-    """A shipped model's short name (``5class``, ``7class``) or a path; None: the default model."""
+    """A shipped model's short name (``SHIPPED_MODELS``: ``5class``) or a path; None: the default."""
     spec = DEFAULT_MODEL if spec is None else spec
     if str(spec) in SHIPPED_MODELS:
         return SHIPPED_MODELS_DIR / SHIPPED_MODELS[str(spec)]
