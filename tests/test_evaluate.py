@@ -55,3 +55,41 @@ def test_evaluate_command_and_bad_model_path(trained, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "model not found" in err and err.count("\n") == 0
+
+
+def test_whole_photos_are_scored_through_the_detector(tiny_onnx, yunet_path, images_dir, tmp_path, capsys,
+                                                      monkeypatch):
+    """emorec evaluate --photos: the predict path (detector, largest face), faces not found are
+    errors, a CSV label file works, classes the model lacks are left out."""
+    import csv
+
+    from emorec.config import Config
+    from emorec.evaluate import evaluate_photos
+    from emorec.inference.predictor import Predictor
+    from emorec.imageio import read_image
+
+    src = tmp_path / "photos"
+    (src / "images").mkdir(parents=True)
+    rows = [("single_face.jpg", "HAPPINESS"), ("multi_face.jpg", "happiness"), ("astronaut.png", "sadness"),
+            ("coffee.png", "anger"), ("chelsea_cat.png", "neutral")]  # no face in coffee; neutral not a class
+    for name, _ in rows:
+        (src / "images" / name).write_bytes((images_dir / name).read_bytes())
+    with open(src / "legend.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("image", "emotion"), *rows])
+    cfg = Config(yunet_path=yunet_path)
+    r = evaluate_photos(cfg, tiny_onnx, str(src), tmp_path / "out")
+    p = Predictor.from_path(tiny_onnx, detector_path=yunet_path)
+    expected = []
+    for name, _ in rows[:4]:
+        faces = p.predict([read_image(images_dir / name)])[0]
+        expected.append(max(faces, key=lambda f: f.box[2] * f.box[3]).label if faces else "no face")
+    truth = ["happy", "happy", "sad", "angry"]
+    assert r["n"] == 4 and r["no_face"] == 1 and r["no_face_files"] == ["images/coffee.png"]
+    assert r["accuracy"] == sum(e == t for e, t in zip(expected, truth)) / 4
+    cm = np.array(r["confusion_matrix"])
+    assert cm.shape == (5, 6) and cm.sum() == 4 and cm[r["classes"].index("angry"), 5] == 1  # "no face" column
+    assert (tmp_path / "out" / "confusion_matrix.png").stat().st_size > 1000
+    monkeypatch.setenv("EMOREC_YUNET", str(yunet_path))
+    assert main(["evaluate", "--photos", str(src), "--model", str(tiny_onnx), "--out", str(tmp_path / "o2")]) == 0
+    out = capsys.readouterr().out
+    assert "(4 photos, no face found in 1, 0 unreadable" in out and "recall: angry" in out
