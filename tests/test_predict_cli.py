@@ -316,3 +316,20 @@ def test_infer_single_errors(tiny_onnx, tmp_path, yunet_path, images_dir):
     run = infer_single("--image", images_dir / "single_face.jpg", "--model", tmp_path / "none.onnx",
                        env_yunet=yunet_path)
     assert run.returncode == 2 and "model file not found" in run.stderr
+
+
+def test_an_image_that_breaks_the_model_costs_only_itself(capsys, tiny_onnx, images_dir, monkeypatch):
+    from emorec.inference.predictor import Predictor
+
+    real = Predictor.predict
+
+    def fragile(self, images, detect=True):
+        if any(img.shape[:2] == (512, 512) for img in images):  # astronaut.png
+            raise RuntimeError("simulated failure")
+        return real(self, images, detect)
+
+    monkeypatch.setattr(Predictor, "predict", fragile)
+    rc, out, err = predict(capsys, images_dir / "single_face.jpg", images_dir / "astronaut.png",
+                           images_dir / "multi_face.jpg", "--model", tiny_onnx)
+    assert rc == 1 and "astronaut.png: cannot classify (RuntimeError: simulated failure)" in err
+    assert [r[0] for r in parse_text(out)] == [str(images_dir / "single_face.jpg")] + [str(images_dir / "multi_face.jpg")] * 5

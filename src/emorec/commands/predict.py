@@ -166,15 +166,34 @@ def _images(batch, predictor, sink, report, annotate_to, names, top_k) -> None:
         except EmorecError as e:
             report(str(e))
             decoded.append((path, root, str(e)))
-    results = iter(predictor.predict([img for _, _, img in decoded if not isinstance(img, str)]))
+    results = iter(_predict_each(predictor, [img for _, _, img in decoded if not isinstance(img, str)]))
     for path, root, img in decoded:
         if isinstance(img, str):
             sink.error(path, img)
             continue
         faces = next(results)
+        if isinstance(faces, Exception):  # this image's failure, never the run's
+            msg = f"{path}: cannot classify ({type(faces).__name__}: {str(faces)[:200]})"
+            report(msg)
+            sink.error(path, msg)
+            continue
         sink.faces(path, faces)
         if annotate_to is not None:
             _save_annotated(img, faces, path, root, annotate_to, names, top_k, report)
+
+
+def _predict_each(predictor, images: list) -> list:
+    """All images in one batch; should that fail, each alone, a failure standing in for its faces."""
+    try:
+        return predictor.predict(images)
+    except Exception:
+        out = []
+        for img in images:
+            try:
+                out.append(predictor.predict([img])[0])
+            except Exception as e:
+                out.append(e)
+        return out
 
 
 def _video(path, predictor, sink, report, every, writer, top_k) -> None:
