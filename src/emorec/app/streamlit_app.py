@@ -27,6 +27,7 @@ from emorec.config import SHIPPED_MODELS
 from emorec.inference.predictor import Predictor, default_model_path, resolve_model
 from emorec.inference.types import Face
 from emorec.preprocess import crop_face
+from emorec.provenance import portable_path
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 DETECTORS = {"yunet": "YuNet (finds more faces)", "haar": "Haar cascade (classic, faster)"}
@@ -131,7 +132,7 @@ def metric_rows(metrics: dict, prefix: str = "") -> list[tuple[str, str]]:
 def sidebar_model(model: Predictor) -> None:
     info = model.info
     st.sidebar.subheader("Model")
-    st.sidebar.caption(f"`{model.model_path}`")
+    st.sidebar.caption(f"`{portable_path(model.model_path)}`")  # the shipped one as models/...
     st.sidebar.markdown(f"**Classes ({len(info.classes)}):** {', '.join(info.classes)}  \n"
                         f"**Version:** {info.version or 'unknown'}  \n"
                         f"**Input:** {info.img_size} px, {'grayscale' if info.grayscale else 'RGB'}"
