@@ -22,6 +22,9 @@ DEFAULT_CLASSES = ["angry", "fear", "happy", "sad", "surprise"]
 # (`--model 5class`). Training and export write to run folders, never here unless forced.
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 SHIPPED_MODELS = {"5class": "best_model.onnx"}
+# The same files inside the package (links into models/, copied into a wheel): a plain
+# `pip install .` predicts without the repository beside it.
+PACKAGED_MODELS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "5class"
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 

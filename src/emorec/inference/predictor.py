@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from emorec.config import DEFAULT_MODEL, SHIPPED_MODELS, SHIPPED_MODELS_DIR
+from emorec.config import DEFAULT_MODEL, PACKAGED_MODELS_DIR, SHIPPED_MODELS, SHIPPED_MODELS_DIR
 from emorec.errors import EmorecError
 from emorec.inference.detect import Detection, Detector, make_detector
 from emorec.inference.types import META_KEY, Face, ModelInfo
@@ -30,7 +30,9 @@ def resolve_model(spec: str | os.PathLike | None = None) -> Path:
     """A shipped model's short name (``SHIPPED_MODELS``: ``5class``) or a path; None: the default."""
     spec = DEFAULT_MODEL if spec is None else spec
     if str(spec) in SHIPPED_MODELS:
-        return SHIPPED_MODELS_DIR / SHIPPED_MODELS[str(spec)]
+        name = SHIPPED_MODELS[str(spec)]
+        in_repo = SHIPPED_MODELS_DIR / name
+        return in_repo if in_repo.is_file() or not (PACKAGED_MODELS_DIR / name).is_file() else PACKAGED_MODELS_DIR / name
     return Path(spec).expanduser()
 
 
