@@ -374,3 +374,15 @@ def test_video_frames_every_n(tmp_path, photos):
     fake.write_text("not a video")
     with pytest.raises(EmorecError):
         list(read_frames(fake))
+
+
+def test_shipped_model_is_package_data_too(tmp_path, monkeypatch):
+    """A plain `pip install .` has no models/ beside it: the package's copy is used."""
+    from emorec.config import PACKAGED_MODELS_DIR, SHIPPED_MODELS, SHIPPED_MODELS_DIR
+    from emorec.inference import predictor as predictor_mod
+
+    for name in SHIPPED_MODELS.values():
+        assert (PACKAGED_MODELS_DIR / name).read_bytes() == (SHIPPED_MODELS_DIR / name).read_bytes()
+    monkeypatch.setattr(predictor_mod, "SHIPPED_MODELS_DIR", tmp_path)  # no checkout
+    assert predictor_mod.resolve_model("5class") == PACKAGED_MODELS_DIR / "best_model.onnx"
+    assert Predictor.from_path(None, detector="none").classes == DEFAULT_CLASSES
