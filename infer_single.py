@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from emorec.imageio import read_image
         from emorec.inference.predictor import Predictor
+        from emorec.inference.types import largest_face
 
         cfg = config_from_args(args)
         img = read_image(args.image)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             faces = predictor.predict([img], detect=False)[0]
         elif len(faces) > 1:
             print(f"{len(faces)} faces found; showing the largest")
-        face = max(faces, key=lambda f: f.box[2] * f.box[3])
+        face = largest_face(faces)
         print(f"{face.label} {face.confidence:.1%}")
         if args.all_probs:
             for label, prob in face.probs.items():

@@ -29,6 +29,7 @@ from emorec.data.sources import open_sources
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
 from emorec.inference.predictor import Predictor
+from emorec.inference.types import largest_face
 from emorec.preprocess import crop_face
 from emorec.provenance import portable_path
 
@@ -106,8 +107,7 @@ def main() -> int:
         p = Predictor.from_path(spec, detector="yunet", threads=1)
         preds, boxes = [], []
         for img in photos:
-            faces = p.predict([img])[0]
-            face = max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
+            face = largest_face(p.predict([img])[0])
             preds.append(face.probs if face else None)
             boxes.append(face.box if face else None)
         yunet_boxes = boxes

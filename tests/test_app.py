@@ -429,7 +429,7 @@ def test_shipped_models_offered_by_name(app_env, tiny_onnx, tiny_onnx7, tmp_path
     app_env.delenv("EMOREC_MODEL")
     at = open_app()
     choice = at.sidebar.selectbox(key="model_name")
-    assert choice.options == ["5 emotions: angry, fear, happy, sad, surprise", "7 emotions: adds neutral and disgust"]
+    assert choice.options == ["5 emotions: angry, fear, happy, sad, surprise", "7class"]  # unnamed: as is
     choice.set_value("7class").run()
     assert not at.exception and "emotion_7class.onnx" in at.sidebar.caption[0].value
     at = upload(at, images_dir / "single_face.jpg")

@@ -193,8 +193,8 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
 
 
 def _decode(name: str, data: bytes, max_pixels: int, decode_pixels: int | None = DECODE_PIXELS):
-    """Bytes -> (RGB array, factor to the original's pixels); the pixel limit is checked on the
-    header, before decoding; a large JPEG is decoded reduced."""
+    """Bytes -> (RGB array, factor to the original's pixels, the original's upright (w, h)); the
+    pixel limit is checked on the header, before decoding; a large JPEG is decoded reduced."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -207,7 +207,8 @@ def _decode(name: str, data: bytes, max_pixels: int, decode_pixels: int | None =
     if w * h > max_pixels:
         raise TooLarge(f"{name}: image too large ({w}x{h} = {w * h:,} pixels, limit {max_pixels:,})")
     img = imageio.read_image(data, name=name, decode_pixels=decode_pixels)
-    return img, max(w, h) / max(img.shape[:2])
+    upright = (w, h) if (img.shape[1] >= img.shape[0]) == (w >= h) else (h, w)  # EXIF may turn it
+    return img, max(w, h) / max(img.shape[:2]), upright
 
 
 def _faces_out(faces, factor: float, size: tuple[int, int], top_k: int) -> list[dict[str, Any]]:
@@ -337,8 +338,7 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     top_k_query = Annotated[int, Query(ge=1, description="how many best classes to list per face")]
 
     def one_image(name: str, data: bytes, detect: bool, top_k: int) -> dict[str, Any]:
-        img, factor = _decode(name, data, max_pixels, decode_pixels)
-        size = (int(round(img.shape[1] * factor)), int(round(img.shape[0] * factor)))
+        img, factor, size = _decode(name, data, max_pixels, decode_pixels)
         faces = get_predictor().predict([img], detect=detect)[0]  # thread-safe
         return {"faces": _faces_out(faces, factor, size, top_k), "width": size[0], "height": size[1]}
 

@@ -86,9 +86,8 @@ def metrics_of_predictions(y: np.ndarray, pred: np.ndarray, classes: list[str]) 
 
 def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: Path | None = None,
                    tta_flip: bool | None = None, batch_size: int = 256) -> dict:
-    from emorec.plots import confusion_matrix_png
-    from emorec.train.dataset import load_split
     from emorec.provenance import git_commit
+    from emorec.train.dataset import load_split
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -108,21 +107,28 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
         clean = metrics(y[~leak], probs[~leak], classes)
         result["leakage_clean"] = {k: clean[k] for k in ("n", "accuracy", "macro_f1")}
 
-    out_dir = Path(out_dir or cfg.reports_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    title = f"{model_path.name} on {split} (acc {result['accuracy']:.1%})"
-    confusion_matrix_png(np.array(result["confusion_matrix"]), classes, out_dir / "confusion_matrix.png", title)
-    (out_dir / "classification_report.txt").write_text(
-        f"model: {model_path}\ndata: {cfg.data_dir}/{split} ({result['n']} images, TTA flip: {tta})\n"
-        f"accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n"
-        + (f"leakage-clean: accuracy {result['leakage_clean']['accuracy']:.4f} on {result['leakage_clean']['n']} images\n"
-           if "leakage_clean" in result else "") + "\n" + result["report_text"])
-    (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
-                                                      "config": cfg.to_dict()}, indent=2))
+    header = (f"model: {model_path}\ndata: {cfg.data_dir}/{split} ({result['n']} images, TTA flip: {tta})\n"
+              + (f"leakage-clean: accuracy {result['leakage_clean']['accuracy']:.4f} on "
+                 f"{result['leakage_clean']['n']} images\n" if "leakage_clean" in result else ""))
+    write_reports(result, cfg, Path(out_dir or cfg.reports_dir), f"{model_path.name} on {split}", header)
     return result
 
 
 NO_FACE = "no face"
+
+
+def write_reports(result: dict, cfg: Config, out_dir: Path, title: str, header: str,
+                  predicted: list[str] | None = None) -> None:
+    """metrics.json (with the config), classification_report.txt and confusion_matrix.png."""
+    from emorec.plots import confusion_matrix_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    confusion_matrix_png(np.array(result["confusion_matrix"]), result["classes"], out_dir / "confusion_matrix.png",
+                         f"{title} (acc {result['accuracy']:.1%})", predicted=predicted)
+    (out_dir / "classification_report.txt").write_text(
+        f"{header}accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n\n{result['report_text']}")
+    (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
+                                                      "config": cfg.to_dict()}, indent=2))
 
 
 def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | None = None) -> dict:
@@ -133,7 +139,7 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
     from emorec.data.sources import open_sources
     from emorec.imageio import read_image
     from emorec.inference.predictor import Predictor
-    from emorec.plots import confusion_matrix_png
+    from emorec.inference.types import largest_face
     from emorec.provenance import git_commit, portable_path
 
     predictor = Predictor.from_config(cfg, model_path, check_classes=False)
@@ -150,11 +156,10 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
                 except (EmorecError, OSError) as err:
                     unreadable.append(str(err))
                     continue
-                faces = predictor.predict([img])[0]
+                face = largest_face(predictor.predict([img])[0])
                 y.append(classes.index(e.label))
-                if faces:
-                    largest = max(faces, key=lambda f: f.box[2] * f.box[3])
-                    pred.append(classes.index(largest.label))
+                if face:
+                    pred.append(classes.index(face.label))
                 else:
                     pred.append(len(classes))
                     no_face.append(e.name)
@@ -172,14 +177,8 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
 
     cm = confusion_matrix(y_arr, p_arr, labels=list(range(len(classes) + 1)))[:len(classes)]
     result["confusion_matrix"] = cm.tolist()
-    out_dir = Path(out_dir or cfg.reports_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    title = f"{predictor.model_path.name} on {Path(source).name} (acc {result['accuracy']:.1%})"
-    confusion_matrix_png(cm, classes, out_dir / "confusion_matrix.png", title, predicted=[*classes, NO_FACE])
-    (out_dir / "classification_report.txt").write_text(
-        f"model: {result['model']}\nphotos: {result['photos']} ({result['n']} faces of the model's classes, "
-        f"detector {result['detector']}, no face found in {len(no_face)})\n"
-        f"accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n\n" + result["report_text"])
-    (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
-                                                      "config": cfg.to_dict()}, indent=2))
+    header = (f"model: {result['model']}\nphotos: {result['photos']} ({result['n']} faces of the model's classes, "
+              f"detector {result['detector']}, no face found in {len(no_face)})\n")
+    write_reports(result, cfg, Path(out_dir or cfg.reports_dir), f"{predictor.model_path.name} on {Path(source).name}",
+                  header, predicted=[*classes, NO_FACE])
     return result

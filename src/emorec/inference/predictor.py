@@ -29,11 +29,11 @@ BATCH = 64  # faces per ORT call: bounds memory on crowd photos and long folders
 def resolve_model(spec: str | os.PathLike | None = None) -> Path:
     """A shipped model's short name (``SHIPPED_MODELS``: ``5class``) or a path; None: the default."""
     spec = DEFAULT_MODEL if spec is None else spec
-    if str(spec) in SHIPPED_MODELS:
-        name = SHIPPED_MODELS[str(spec)]
-        in_repo = SHIPPED_MODELS_DIR / name
-        return in_repo if in_repo.is_file() or not (PACKAGED_MODELS_DIR / name).is_file() else PACKAGED_MODELS_DIR / name
-    return Path(spec).expanduser()
+    if str(spec) not in SHIPPED_MODELS:
+        return Path(spec).expanduser()
+    name = SHIPPED_MODELS[str(spec)]
+    packaged = PACKAGED_MODELS_DIR / name  # a plain `pip install .` has no models/ beside it
+    return packaged if packaged.is_file() and not (SHIPPED_MODELS_DIR / name).is_file() else SHIPPED_MODELS_DIR / name
 
 
 def default_model_path(cfg: "Config | None" = None) -> Path:

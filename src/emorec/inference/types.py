@@ -58,3 +58,8 @@ class Face:
         return {"box": list(self.box), "label": self.label, "confidence": self.confidence,
                 "probs": self.probs, "det_score": self.det_score,
                 "top": [{"label": c, "prob": p} for c, p in self.top_k(top_k)]}
+
+
+def largest_face(faces: list[Face]) -> Face | None:
+    """The face with the largest box (the subject of a portrait), None when there is none."""
+    return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
