@@ -1,6 +1,6 @@
 """emorec against face-api.js on labelled whole photos, each through a face detector first.
 
-    python benchmarks/photos.py [--photos ../shared/datasets/muxspace_dev.zip] [--model 5class --model 7class]
+    python benchmarks/photos.py [--photos ../shared/datasets/muxspace_dev.zip] [--model 5class --model M.onnx]
         [--faceapi DIR]   # DIR: where `npm install @vladmandic/face-api@1.7.15 @tensorflow/tfjs@4.22.0
                           #      @tensorflow/tfjs-backend-wasm@4.22.0` was run (default ../peers_node)
 
@@ -96,14 +96,14 @@ def score(preds: list[dict | None], labels: list[str], subset: list[str]):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", default=str(ROOT.parent / "shared" / "datasets" / "muxspace_dev.zip"))
-    ap.add_argument("--model", action="append", help="emorec model: file or shipped name (default 5class, 7class)")
+    ap.add_argument("--model", action="append", help="emorec model: file or shipped name (default 5class)")
     ap.add_argument("--faceapi", type=Path, default=ROOT.parent / "peers_node")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "photos.md")
     args = ap.parse_args()
     photos, labels = load_photos(args.photos)
     runs: list[tuple[str, list[str], list]] = []  # (name, classes, per-photo probs or None)
     yunet_boxes = None
-    for spec in args.model or ["5class", "7class"]:
+    for spec in args.model or ["5class"]:
         p = Predictor.from_path(spec, detector="yunet", threads=1)
         preds, boxes = [], []
         for img in photos:
