@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from emorec.config import DEFAULT_CLASSES  # noqa: E402
-from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from emorec.train.dataset import load_split  # noqa: E402
-from emorec.train.engine import predict_probs  # noqa: E402
+from emorec.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from emorec.data.dataset import load_split  # noqa: E402
+from emorec.models.predict import predict_probs  # noqa: E402
 
 
 def member_probs(ckpt_path: Path, splits: list[Path], classes: list[str], cache: Path) -> list[np.ndarray]:

@@ -62,7 +62,7 @@ def onnx_rows(path: Path, label: str) -> list[str]:
 def torch_rows(checkpoint: Path) -> list[str]:
     import torch
 
-    from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from emorec.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     model, cfg = model_from_checkpoint(load_checkpoint(checkpoint))
     model = model.to(memory_format=torch.channels_last)

@@ -29,7 +29,7 @@ from emorec.data.sources import open_sources
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
 from emorec.inference.predictor import Predictor
-from emorec.inference.types import largest_face
+from emorec.inference.face import largest_face
 from emorec.preprocess import crop_face
 from emorec.provenance import portable_path
 

@@ -68,7 +68,7 @@ def make_tiny_onnx(path: Path, classes: list[str], img_size: int = 48, grayscale
     import onnx
     from onnx import TensorProto, helper
 
-    from emorec.inference.types import META_KEY, ModelInfo
+    from emorec.modelfile import META_KEY, ModelInfo
 
     c, k = (1 if grayscale else 3), len(classes)
     rng = np.random.default_rng(0)

@@ -246,7 +246,7 @@ def test_unreadable_file_costs_one_line(tmp_path, capsys, tiny_onnx, good, monke
 
 
 def test_link_loops_in_a_training_folder(tmp_path, good):
-    from emorec.train.dataset import load_split
+    from emorec.data.dataset import load_split
 
     d = tmp_path / "split" / "train" / "happy"
     d.mkdir(parents=True)

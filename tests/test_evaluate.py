@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from emorec.cli import main
-from emorec.evaluate import metrics, run_evaluation
+from emorec.evaluation.evaluate import run_evaluation
+from emorec.evaluation.metrics import metrics
 
 
 def test_metrics_match_hand_computed_values():
@@ -64,7 +65,7 @@ def test_whole_photos_are_scored_through_the_detector(tiny_onnx, yunet_path, ima
     import csv
 
     from emorec.config import Config
-    from emorec.evaluate import evaluate_photos
+    from emorec.evaluation.evaluate import evaluate_photos
     from emorec.inference.predictor import Predictor
     from emorec.imageio import read_image
 

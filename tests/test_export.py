@@ -147,8 +147,8 @@ def test_flip_tta_export_gives_a_face_and_its_mirror_one_prediction(trained, tmp
     import torch
 
     from emorec.export import _ort_probs, get_metadata
-    from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint
-    from emorec.train.dataset import load_split
+    from emorec.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from emorec.data.dataset import load_split
 
     ckpt = Path(trained.models_dir) / "best_model.pt"
     rc = main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "tta.onnx"), "--tta-flip",

@@ -15,7 +15,8 @@ from emorec.imageio import read_image
 from emorec.inference import detect as detect_mod
 from emorec.inference.detect import HaarDetector, YuNetDetector, download_yunet, find_yunet
 from emorec.inference.draw import annotate
-from emorec.inference.predictor import Predictor, default_model_path, softmax
+from emorec.inference.predictor import Predictor, default_model_path
+from emorec.modelfile import softmax
 from emorec.inference.video import VideoWriter, read_frames
 from emorec.preprocess import crop_face, face_to_array, to_float
 from conftest import small_split

@@ -18,7 +18,7 @@ from emorec.config import DEFAULT_CLASSES, Config, load_config
 from emorec.data import CANONICAL_CLASSES, prepare
 from emorec.errors import EmorecError
 from emorec.data.report import format_report
-from emorec.train.dataset import SplitData, load_split
+from emorec.data.dataset import SplitData, load_split
 from emorec.train.engine import train_one_epoch
 from emorec.train.losses import SoftTargetCrossEntropy
 
@@ -273,7 +273,7 @@ def test_fit_with_soft_labels(ferplus_split, weights_dir, tmp_path, monkeypatch)
 def test_distill_writes_the_teachers_probabilities_as_votes(trained, tmp_path, capsys):
     from emorec.cli import main
     from emorec.data.votes import read_votes
-    from emorec.evaluate import load_model
+    from emorec.evaluation.evaluate import load_model
 
     data = tmp_path / "split"
     shutil.copytree(trained.data_dir, data)
@@ -285,8 +285,7 @@ def test_distill_writes_the_teachers_probabilities_as_votes(trained, tmp_path, c
     train = load_split(data, "train", DEFAULT_CLASSES, trained.img_size, True, progress=False)
     assert sorted(votes) == sorted(Path(p).relative_to(data).as_posix() for p in train.paths)
     # the rows are the teacher's flip-averaged probabilities, in the file order
-    *_, probs_fn, _ = load_model(teacher)
-    want = probs_fn(train.images.numpy(), 64, True)
+    want = load_model(teacher).probs(train.images.numpy(), 64, True)
     got = np.array([votes[Path(p).relative_to(data).as_posix()] for p in train.paths])
     assert np.allclose(got, want, atol=2e-6) and np.allclose(got.sum(1), 1, atol=1e-4)
     assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwrites silently

@@ -18,7 +18,7 @@ from conftest import cli_args, tiny_cfg
 from emorec.cli import GLIBC_TUNING, main
 from emorec.config import DEFAULT_CLASSES, Config, load_config
 from emorec.errors import EmorecError
-from emorec.train.dataset import epoch_indices, load_split
+from emorec.data.dataset import epoch_indices, load_split
 from emorec.train.losses import FocalLoss, SoftTargetCrossEntropy
 from emorec.train.mix import mix_batch, one_hot
 
@@ -297,7 +297,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
     import torch
 
-    from emorec.train import checkpoint as ck
+    from emorec.models import checkpoint as ck
 
     path = tmp_path / "last.pt"
     ck.save_atomic({"model": {"w": torch.ones(2)}}, path)
@@ -323,7 +323,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
 def test_checkpoints_of_the_wrong_shape_are_one_line(tmp_path, content, words):
     import torch
 
-    from emorec.train.checkpoint import load_checkpoint
+    from emorec.models.checkpoint import load_checkpoint
 
     torch.save(content, tmp_path / "x.pt")
     with pytest.raises(EmorecError, match=words):

@@ -16,7 +16,8 @@ import numpy as np
 
 from emorec import __version__
 from emorec.config import Config
-from emorec.inference.types import META_KEY, ModelInfo
+from emorec.modelfile import META_KEY, ModelInfo, open_session, session_probs
+from emorec.preprocess import to_float
 from emorec.provenance import portable_path
 
 
@@ -90,7 +91,7 @@ class _Calibration:
         self.batches = [images[i:i + batch] for i in range(0, min(n, len(images)), batch)]
 
     def get_next(self):
-        return {"input": self.batches.pop(0).astype(np.float32) / 255.0} if self.batches else None
+        return {"input": to_float(self.batches.pop(0))} if self.batches else None
 
     def rewind(self):  # not needed by one calibration pass
         pass
@@ -118,16 +119,8 @@ def quantize_int8(fp32: Path, out: Path, calib_images: np.ndarray) -> Path:
     return out
 
 
-def _ort_probs(path: Path, images: np.ndarray, batch: int = 128) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = []
-    for i in range(0, len(images), batch):
-        logits = sess.run(["logits"], {"input": images[i:i + batch].astype(np.float32) / 255.0})[0]
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        out.append(e / e.sum(1, keepdims=True))
-    return np.concatenate(out)
+def _ort_probs(path: Path, images: np.ndarray) -> np.ndarray:
+    return session_probs(open_session(path, threads=0), images, batch=128)
 
 
 def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = True, data_dir: Path | None = None,
@@ -138,9 +131,9 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     (also written beside the model)."""
     import torch
 
-    from emorec.train.checkpoint import model_from_checkpoints
-    from emorec.train.dataset import load_split
-    from emorec.train.engine import predict_probs
+    from emorec.data.dataset import load_split
+    from emorec.models.checkpoint import model_from_checkpoints
+    from emorec.models.predict import predict_probs
 
     paths = [Path(p) for p in checkpoint] if isinstance(checkpoint, (list, tuple)) else [Path(checkpoint)]
     model, cfg, commits = model_from_checkpoints(paths)

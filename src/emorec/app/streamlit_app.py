@@ -25,7 +25,7 @@ from emorec.inference.detect import make_detector
 from emorec.inference.draw import annotate
 from emorec.config import SHIPPED_MODELS
 from emorec.inference.predictor import Predictor, default_model_path, resolve_model
-from emorec.inference.types import Face
+from emorec.inference.face import Face
 from emorec.preprocess import crop_face
 from emorec.provenance import portable_path
 

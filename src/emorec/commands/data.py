@@ -38,7 +38,7 @@ def run(args) -> int:
     if args.data_command == "distill":
         from pathlib import Path
 
-        from emorec.train.distill import write_teacher_votes
+        from emorec.evaluation.distill import write_teacher_votes
 
         r = write_teacher_votes(cfg, Path(args.model), force=args.force)
         print(f"wrote {r['votes']}: {r['images']} training faces, classes {' '.join(r['classes'])}; "

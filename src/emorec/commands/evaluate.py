@@ -26,7 +26,7 @@ def run(args) -> int:
     from emorec.errors import require
 
     require("sklearn", "train")
-    from emorec.evaluate import run_evaluation
+    from emorec.evaluation.evaluate import run_evaluation
 
     from emorec.inference.predictor import resolve_model
 
@@ -56,7 +56,7 @@ def run(args) -> int:
 
 def _photos(cfg, args) -> int:
     from emorec.errors import EmorecError
-    from emorec.evaluate import evaluate_photos
+    from emorec.evaluation.evaluate import evaluate_photos
 
     if args.model and Path(args.model).suffix == ".pt":
         raise EmorecError("--photos scores an ONNX model on the predict path; export the checkpoint first")

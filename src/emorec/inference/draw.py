@@ -6,7 +6,7 @@ import zlib
 import cv2
 import numpy as np
 
-from emorec.inference.types import Face
+from emorec.inference.face import Face
 
 # Colour-blind-safe palette (Okabe-Ito), RGB; a label always gets the same colour.
 PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),

@@ -17,14 +17,12 @@ import numpy as np
 from emorec.config import DEFAULT_MODEL, PACKAGED_MODELS_DIR, SHIPPED_MODELS, SHIPPED_MODELS_DIR
 from emorec.errors import EmorecError
 from emorec.inference.detect import Detection, Detector, make_detector
-from emorec.inference.types import META_KEY, Face, ModelInfo
-from emorec.preprocess import crop_face, face_to_array, to_float
+from emorec.inference.face import Face
+from emorec.modelfile import ModelInfo, open_session, read_info, session_probs
+from emorec.preprocess import crop_face, face_to_array
 
 if TYPE_CHECKING:
     from emorec.config import Config
-
-BATCH = 64  # faces per ORT call: bounds memory on crowd photos and long folders
-
 
 def resolve_model(spec: str | os.PathLike | None = None) -> Path:
     """A shipped model's short name (``SHIPPED_MODELS``: ``5class``) or a path; None: the default."""
@@ -39,51 +37,6 @@ def resolve_model(spec: str | os.PathLike | None = None) -> Path:
 def default_model_path(cfg: "Config | None" = None) -> Path:
     """MODEL_PATH of the config (a path or a shipped model's name), else the default shipped model."""
     return resolve_model(cfg.model_path if cfg is not None else None)
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = max(0, int(threads))  # 0: ORT's default (all cores)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # ORT warnings are not the user's business
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise EmorecError(f"{path}: not a valid ONNX model ({msg[:200]})") from None
-
-
-def _model_info(sess, path: Path) -> ModelInfo:
-    meta = sess.get_modelmeta().custom_metadata_map
-    if META_KEY not in meta:
-        raise EmorecError(f"{path}: ONNX model has no emorec metadata (export it with `emorec export`)")
-    try:
-        info = ModelInfo.from_json(meta[META_KEY])
-    except (ValueError, TypeError) as e:
-        raise EmorecError(f"{path}: unreadable emorec metadata ({e})") from None
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    if [i.name for i in inputs] != ["input"] or "logits" not in [o.name for o in outputs]:
-        raise EmorecError(f"{path}: model must have one input 'input' and an output 'logits'")
-    if inputs[0].type != "tensor(float)":
-        raise EmorecError(f"{path}: model input must be float32, got {inputs[0].type}")
-    shape = inputs[0].shape
-    want = [None, info.in_chans, info.img_size, info.img_size]
-    if len(shape) != 4 or any(isinstance(s, int) and w is not None and s != w for s, w in zip(shape, want)):
-        raise EmorecError(f"{path}: input shape {shape} does not match its metadata "
-                          f"(C={info.in_chans}, size={info.img_size})")
-    k = next(o for o in outputs if o.name == "logits").shape[-1]
-    if isinstance(k, int) and k != len(info.classes):
-        raise EmorecError(f"{path}: model has {k} outputs but its metadata lists {len(info.classes)} classes")
-    return info
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class Predictor:
@@ -107,8 +60,8 @@ class Predictor:
         if not path.is_file():
             names = ", ".join(SHIPPED_MODELS)
             raise EmorecError(f"model file not found: {path} (give an .onnx file or a shipped model: {names})")
-        sess = _session(path, threads)
-        info = _model_info(sess, path)
+        sess = open_session(path, threads)
+        info = read_info(sess, path)
         if expected_classes is not None:
             expected = [str(c).lower() for c in expected_classes]
             if sorted(expected) != sorted(info.classes):
@@ -147,9 +100,7 @@ class Predictor:
         if not crops:
             return np.zeros((0, len(self.info.classes)), np.float32)
         arrays = np.stack([face_to_array(c, self.info.img_size, self.info.grayscale) for c in crops])
-        out = [self._sess.run(["logits"], {"input": to_float(arrays[i:i + BATCH])})[0]
-               for i in range(0, len(arrays), BATCH)]
-        return softmax(np.concatenate(out).astype(np.float64)).astype(np.float32)
+        return session_probs(self._sess, arrays)
 
     def predict(self, images: list[np.ndarray], detect: bool = True) -> list[list[Face]]:
         """Faces of each image, all classified in one batch; an image with no face gives []."""

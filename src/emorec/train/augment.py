@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from emorec.config import Config
+from emorec.models.predict import to_input
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -87,7 +88,7 @@ def erase(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
 
 def train_transform(x_uint8: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
     """uint8 batch -> augmented float batch in [0, 1] (the training preset)."""
-    x = x_uint8.float().div_(255.0)
+    x = to_input(x_uint8)
     if not cfg.use_aug:
         return x
     x = geometric(x, cfg, g)
@@ -102,6 +103,4 @@ def train_transform(x_uint8: torch.Tensor, cfg: Config, g: torch.Generator) -> t
     return x
 
 
-def eval_transform(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 batch -> float batch in [0, 1] (the evaluation preset: nothing else)."""
-    return x_uint8.float().div_(255.0)
+

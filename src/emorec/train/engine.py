@@ -6,12 +6,12 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from emorec.config import Config
-from emorec.train.augment import eval_transform, train_transform
-from emorec.train.dataset import SplitData
+from emorec.data.dataset import SplitData
+from emorec.models.predict import predict_probs
+from emorec.train.augment import train_transform
 from emorec.train.mix import mix_batch, one_hot, smooth
 
 
@@ -58,20 +58,6 @@ def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, lo
     elapsed = time.perf_counter() - start
     return {"train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
             "train_images_per_s": seen / elapsed if elapsed else 0.0, "train_seconds": elapsed}
-
-
-@torch.inference_mode()
-def predict_probs(model, images: torch.Tensor, batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for chunk in images.split(batch_size):
-        x = eval_transform(chunk.to(device)).contiguous(memory_format=torch.channels_last)
-        p = F.softmax(model(x), dim=1)
-        if tta_flip:
-            p = (p + F.softmax(model(x.flip(-1)), dim=1)) / 2
-        out.append(p.cpu())
-    return torch.cat(out).numpy()
 
 
 def evaluate(model, data: SplitData, batch_size: int = 256, tta_flip: bool = False) -> dict:

@@ -20,12 +20,12 @@ import torch
 import torch.distributed as dist
 
 from emorec.config import SHIPPED_MODELS_DIR, Config
+from emorec.data.dataset import class_weights, epoch_indices, load_split
 from emorec.errors import EmorecError
 from emorec.models import create_model, set_trainable
+from emorec.models.checkpoint import load_checkpoint, save_atomic
 from emorec.models.weights import load_state
 from emorec.provenance import git_commit
-from emorec.train.checkpoint import load_checkpoint, save_atomic
-from emorec.train.dataset import class_weights, epoch_indices, load_split
 from emorec.train.engine import evaluate, train_one_epoch
 from emorec.train.losses import build_loss
 

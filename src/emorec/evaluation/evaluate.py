@@ -1,15 +1,13 @@
-"""Test-set evaluation: accuracy, per-class precision/recall/F1, confusion matrix.
+"""Evaluation of a torch checkpoint (``.pt``) or an exported ONNX model (``.onnx``) on a split,
+and of an ONNX model on labelled whole photos through the face detector.
 
-Works on a torch checkpoint (``.pt``) or an exported ONNX model (``.onnx``), so the
-numbers published for the shipped ONNX file are measured on that very file. When
-``data_split/manifest.csv`` flags test images whose duplicates occur in train
-(``leak``), a leakage-clean score is reported beside the full one.
+The numbers published for the shipped ONNX file are measured on that very file, through
+``Predictor`` (the inference path); checkpoints go through ``models.predict``.
 """
 from __future__ import annotations
 
-import csv
-import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,12 +15,22 @@ import numpy as np
 
 from emorec.config import Config
 from emorec.errors import EmorecError
+from emorec.evaluation.metrics import NO_FACE, leak_flags, metrics, metrics_of_predictions, write_reports
 
 
-def load_model(path: Path) -> tuple[list[str], int, bool, Callable, dict]:
-    """Load a checkpoint or ONNX model once: (classes, img_size, grayscale, probs_fn, extra).
+@dataclass
+class Scorer:
+    """A loaded model as evaluation sees it: ``probs(images_uint8_nchw, batch_size, tta_flip) -> (N, K)``."""
 
-    ``probs_fn(images_uint8_nchw, batch_size, tta_flip) -> (N, K)`` probabilities."""
+    classes: list[str]
+    img_size: int
+    grayscale: bool
+    probs: Callable[[np.ndarray, int, bool], np.ndarray]
+    extra: dict = field(default_factory=dict)
+
+
+def load_model(path: Path) -> Scorer:
+    """Load a checkpoint or an ONNX model once."""
     if path.suffix == ".onnx":
         from emorec.inference.predictor import Predictor
 
@@ -40,68 +48,38 @@ def load_model(path: Path) -> tuple[list[str], int, bool, Callable, dict]:
             return np.concatenate(out)
 
         info = pred.info
-        return info.classes, info.img_size, info.grayscale, probs_onnx, {}
+        return Scorer(info.classes, info.img_size, info.grayscale, probs_onnx)
 
     import torch
 
-    from emorec.train.checkpoint import load_checkpoint, model_from_checkpoint
-    from emorec.train.engine import predict_probs
+    from emorec.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from emorec.models.predict import predict_probs
 
     ckpt = load_checkpoint(path)
     model, mcfg = model_from_checkpoint(ckpt)
     probs_torch = lambda x, batch_size, tta_flip: predict_probs(model, torch.from_numpy(x), batch_size, tta_flip)
-    return mcfg.active_classes, mcfg.img_size, mcfg.grayscale, probs_torch, {"commit": ckpt.get("commit")}
-
-
-def leak_flags(data_dir: Path, paths: list[str]) -> np.ndarray | None:
-    """Per test image: True if the manifest says a duplicate of it exists in train."""
-    manifest = Path(data_dir) / "manifest.csv"
-    if not manifest.is_file():
-        return None
-    with open(manifest, newline="") as f:
-        rows = {str((Path(data_dir) / r["path"]).resolve()): r.get("leak", "0") for r in csv.DictReader(f)}
-    return np.array([rows.get(str(Path(p).resolve()), "0") in ("1", "True", "true") for p in paths])
-
-
-def metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    return metrics_of_predictions(y, probs.argmax(1), classes)
-
-
-def metrics_of_predictions(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, macro-F1, per-class P/R/F1 and the confusion matrix; a prediction outside
-    ``classes`` (a photo without a face) is an error for its true class."""
-    from sklearn.metrics import classification_report, confusion_matrix, f1_score
-
-    labels = list(range(len(classes)))
-    rep = classification_report(y, pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
-    return {
-        "n": int(len(y)),
-        "accuracy": float((pred == y).mean()) if len(y) else 0.0,
-        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "per_class": {c: {k: float(rep[c][k]) for k in ("precision", "recall", "f1-score", "support")} for c in classes},
-        "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
-        "report_text": classification_report(y, pred, labels=labels, target_names=classes, digits=4, zero_division=0),
-    }
+    return Scorer(mcfg.active_classes, mcfg.img_size, mcfg.grayscale, probs_torch, {"commit": ckpt.get("commit")})
 
 
 def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: Path | None = None,
                    tta_flip: bool | None = None, batch_size: int = 256) -> dict:
+    from emorec.data.dataset import load_split
     from emorec.provenance import git_commit
-    from emorec.train.dataset import load_split
 
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EmorecError(f"model not found: {model_path}; train one with: emorec train")
     tta = cfg.tta_flip if tta_flip is None else tta_flip
-    classes, img_size, gray, probs_fn, extra = load_model(model_path)
-    data = load_split(cfg.data_dir, split, classes, img_size, gray, cfg.cache_dir)
+    scorer = load_model(model_path)
+    classes = scorer.classes
+    data = load_split(cfg.data_dir, split, classes, scorer.img_size, scorer.grayscale, cfg.cache_dir)
     t0 = time.perf_counter()
-    probs = probs_fn(data.images.numpy(), batch_size, tta)
+    probs = scorer.probs(data.images.numpy(), batch_size, tta)
     seconds = time.perf_counter() - t0
     y = data.labels.numpy()
     result = {"model": str(model_path), "data_dir": str(cfg.data_dir), "split": split, "classes": classes,
               "tta_flip": tta, "skipped_images": data.skipped, "seconds": round(seconds, 2),
-              "commit": git_commit(), **{k: v for k, v in extra.items() if v}, **metrics(y, probs, classes)}
+              "commit": git_commit(), **{k: v for k, v in scorer.extra.items() if v}, **metrics(y, probs, classes)}
     leak = leak_flags(cfg.data_dir, data.paths)
     if leak is not None and leak.any():
         clean = metrics(y[~leak], probs[~leak], classes)
@@ -114,23 +92,6 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
     return result
 
 
-NO_FACE = "no face"
-
-
-def write_reports(result: dict, cfg: Config, out_dir: Path, title: str, header: str,
-                  predicted: list[str] | None = None) -> None:
-    """metrics.json (with the config), classification_report.txt and confusion_matrix.png."""
-    from emorec.plots import confusion_matrix_png
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    confusion_matrix_png(np.array(result["confusion_matrix"]), result["classes"], out_dir / "confusion_matrix.png",
-                         f"{title} (acc {result['accuracy']:.1%})", predicted=predicted)
-    (out_dir / "classification_report.txt").write_text(
-        f"{header}accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n\n{result['report_text']}")
-    (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
-                                                      "config": cfg.to_dict()}, indent=2))
-
-
 def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | None = None) -> dict:
     """Score labelled whole photos the way ``emorec predict`` sees them: the face detector first,
     then the ONNX model on the largest face. A photo where no face is found counts as an error
@@ -139,7 +100,7 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
     from emorec.data.sources import open_sources
     from emorec.imageio import read_image
     from emorec.inference.predictor import Predictor
-    from emorec.inference.types import largest_face
+    from emorec.inference.face import largest_face
     from emorec.provenance import git_commit, portable_path
 
     predictor = Predictor.from_config(cfg, model_path, check_classes=False)

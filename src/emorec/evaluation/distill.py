@@ -17,8 +17,8 @@ from emorec.errors import EmorecError
 def write_teacher_votes(cfg: Config, model_path: Path, force: bool = False, tta_flip: bool = True,
                         batch_size: int = 256) -> dict:
     """Teacher probabilities (flip-averaged by default) for ``<DATA_DIR>/train`` -> ``votes.csv``."""
-    from emorec.evaluate import load_model
-    from emorec.train.dataset import load_split
+    from emorec.data.dataset import load_split
+    from emorec.evaluation.evaluate import load_model
 
     data_dir = Path(cfg.data_dir)
     out = data_dir / VOTES_FILE
@@ -26,9 +26,10 @@ def write_teacher_votes(cfg: Config, model_path: Path, force: bool = False, tta_
         raise EmorecError(f"{out} exists (annotator votes or an earlier teacher); use --force to replace it")
     if not Path(model_path).is_file():
         raise EmorecError(f"teacher model not found: {model_path}")
-    classes, img_size, gray, probs_fn, _ = load_model(Path(model_path))
-    data = load_split(data_dir, "train", classes, img_size, gray, cfg.cache_dir)
-    probs = probs_fn(data.images.numpy(), batch_size, tta_flip)
+    teacher = load_model(Path(model_path))
+    classes = teacher.classes
+    data = load_split(data_dir, "train", classes, teacher.img_size, teacher.grayscale, cfg.cache_dir)
+    probs = teacher.probs(data.images.numpy(), batch_size, tta_flip)
     rows = [{"path": Path(path).relative_to(data_dir).as_posix(), **{c: f"{v:.6f}" for c, v in zip(classes, row)}}
             for path, row in zip(data.paths, probs)]
     write_votes(out, rows, ["path", *classes])

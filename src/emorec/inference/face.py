@@ -1,37 +1,8 @@
-"""What a model file says about itself, and what a prediction returns."""
+"""What a prediction returns: one :class:`Face` per detected face."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-META_KEY = "emorec"  # key in the ONNX model's metadata_props holding ModelInfo as JSON
-
-
-@dataclass
-class ModelInfo:
-    """Everything inference needs to feed the model the way it was trained."""
-
-    classes: list[str]
-    img_size: int
-    grayscale: bool
-    face_margin: float = 0.15
-    backbone: str = ""
-    version: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def in_chans(self) -> int:
-        return 1 if self.grayscale else 3
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelInfo":
-        data = json.loads(text)
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
