@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from emorec.imageio import read_image
         from emorec.inference.predictor import Predictor
-        from emorec.inference.types import largest_face
+        from emorec.inference.face import largest_face
 
         cfg = config_from_args(args)
         img = read_image(args.image)
