@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from emorec.config import Config
 from emorec.data.votes import VOTES_FILE, write_votes

@@ -1,0 +1,146 @@
+"""Batch prediction over files, folders and videos: the pipeline behind ``emorec predict``.
+
+Inputs are collected (folders searched recursively), images decoded and classified
+``CHUNK`` at a time, videos frame by frame; each result goes to a writer
+(``inference.writers``). A bad input costs one ``report`` line and its own result only:
+the rest of the batch is still processed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from emorec.errors import EmorecError
+from emorec.imageio import IMAGE_EXTS, find_files, read_image
+from emorec.inference.draw import annotate
+from emorec.inference.video import VIDEO_EXTS, is_video, read_frames
+
+SAVE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+CHUNK = 16  # images decoded and classified together
+
+
+def collect(paths: list[str]) -> tuple[list[tuple[Path, Path | None]], bool, list[str]]:
+    """Files as given, folders expanded recursively to images and videos (sorted).
+    Returns (file, its folder argument or None) pairs, whether a folder was given, problems."""
+    items: list[tuple[Path, Path | None]] = []
+    problems: list[str] = []
+    from_folder = False
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            from_folder = True
+            found = find_files(p, IMAGE_EXTS + VIDEO_EXTS)
+            if not found:
+                problems.append(f"{p}: no images or videos in this folder")
+            items += [(f, p) for f in found]
+        elif p.exists():
+            items.append((p, None))
+        else:
+            problems.append(f"{p}: no such file")
+    return items, from_folder, problems
+
+
+def predict_inputs(items: list[tuple[Path, Path | None]], predictor, writer, report: Callable[[str], None], *,
+                   top_k: int = 1, every: int = 1, annotate_to: tuple[Path, bool] | None = None,
+                   video_writer=None, progress: Callable[[int], None] | None = None) -> None:
+    """Images (``CHUNK`` at a time, input order kept), then videos (every ``every``-th frame) ->
+    ``writer``; ``report(msg)`` hears of each input that failed; ``annotate_to``
+    (``annotate_target``) saves annotated images; ``video_writer`` gets every frame, labelled."""
+    names: set[Path] = set()
+    images = [(p, root) for p, root in items if not is_video(p)]
+    for i in range(0, len(images), CHUNK):
+        _images(images[i:i + CHUNK], predictor, writer, report, annotate_to, names, top_k)
+        if progress:
+            progress(len(images[i:i + CHUNK]))
+    for path in (p for p, _ in items if is_video(p)):
+        _video(path, predictor, writer, report, every, video_writer, top_k)
+        if progress:
+            progress(1)
+
+
+def _images(batch, predictor, sink, report, annotate_to, names, top_k) -> None:
+    decoded = []  # (path, root, image or the error message), in input order
+    for path, root in batch:
+        try:
+            decoded.append((path, root, read_image(path)))
+        except EmorecError as e:
+            report(str(e))
+            decoded.append((path, root, str(e)))
+    results = iter(predict_each(predictor, [img for _, _, img in decoded if not isinstance(img, str)]))
+    for path, root, img in decoded:
+        if isinstance(img, str):
+            sink.error(path, img)
+            continue
+        faces = next(results)
+        if isinstance(faces, Exception):  # this image's failure, never the run's
+            msg = f"{path}: cannot classify ({type(faces).__name__}: {str(faces)[:200]})"
+            report(msg)
+            sink.error(path, msg)
+            continue
+        sink.faces(path, faces)
+        if annotate_to is not None:
+            _save_annotated(img, faces, path, root, annotate_to, names, top_k, report)
+
+
+def predict_each(predictor, images: list) -> list:
+    """All images in one batch; should that fail, each alone, a failure standing in for its faces."""
+    try:
+        return predictor.predict(images)
+    except Exception:
+        out = []
+        for img in images:
+            try:
+                out.append(predictor.predict([img])[0])
+            except Exception as e:
+                out.append(e)
+        return out
+
+
+def _video(path, predictor, sink, report, every, writer, top_k) -> None:
+    faces = []
+    try:
+        for frame in read_frames(path, every, decode_all=writer is not None):
+            if frame.keep:
+                faces = predictor.predict([frame.rgb])[0]
+                sink.faces(path, faces, frame=frame.index, time_s=frame.time_s)
+            if writer is not None:  # every frame, labelled with the latest analysed one
+                writer.write(annotate(frame.rgb, faces, top_k, numbered=True), frame.fps)
+    except EmorecError as e:
+        report(str(e))
+        sink.error(path, str(e))
+
+
+def annotate_target(out: str, n_images: int, from_folder: bool) -> tuple[Path, bool]:
+    """(path, is_folder): a file for exactly one image given as a file, else a folder."""
+    target = Path(out)
+    one_file = n_images == 1 and not from_folder and not target.is_dir()
+    if one_file and target.suffix.lower() in SAVE_EXTS:
+        return target, False
+    if one_file and target.suffix:
+        raise EmorecError(f"--annotate {out}: unknown image type; use one of {', '.join(SAVE_EXTS)}")
+    if target.exists() and not target.is_dir():
+        raise EmorecError(f"--annotate {out} is a file; with several images it must be a folder")
+    return target, True
+
+
+def _save_annotated(img, faces, path: Path, root: Path | None, target, names: set, top_k: int, report) -> None:
+    from PIL import Image
+
+    dest, is_folder = target
+    if is_folder:
+        rel = path.relative_to(root) if root is not None else Path(path.name)
+        if rel.suffix.lower() not in SAVE_EXTS:
+            rel = rel.with_suffix(".png")
+        dest = dest / rel
+        stem, n = dest.with_suffix(""), 1
+        while dest in names:  # same name from two places: keep both
+            dest = stem.with_name(f"{stem.name}_{n}").with_suffix(dest.suffix)
+            n += 1
+        names.add(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(annotate(img, faces, top_k, numbered=True)).save(dest)
+    except OSError as e:
+        report(f"{path}: cannot save annotated image to {dest} ({e})")
+
+
