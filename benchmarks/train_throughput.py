@@ -20,7 +20,7 @@ import torch
 
 from emorec.config import Config
 from emorec.models import create_model, list_models, set_trainable
-from emorec.train.augment import train_transform
+from emorec.train.augment import create_transform
 from emorec.train.losses import build_loss
 from emorec.train.mix import mix_batch, one_hot
 
@@ -38,8 +38,10 @@ def measure(name: str, stage: int, cfg: Config, steps: int, channels_last: bool 
     x8 = torch.randint(0, 256, (cfg.batch_size, cfg.in_chans, cfg.img_size, cfg.img_size), dtype=torch.uint8)
     y = torch.randint(0, cfg.num_classes, (cfg.batch_size,))
 
+    transform = create_transform(**cfg.section("augment"))
+
     def step():
-        x = train_transform(x8, cfg, g)
+        x = transform(x8, g)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         t = one_hot(y, cfg.num_classes, cfg.label_smoothing)

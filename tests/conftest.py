@@ -86,7 +86,8 @@ def make_tiny_onnx(path: Path, classes: list[str], img_size: int = 48, grayscale
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    info = ModelInfo(classes=list(classes), img_size=img_size, grayscale=grayscale, backbone="tiny", version="test")
+    info = ModelInfo(classes=list(classes), img_size=img_size, grayscale=grayscale, face_margin=0.15, backbone="tiny",
+                     version="test")
     helper.set_model_props(model, {META_KEY: info.to_json()})
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)

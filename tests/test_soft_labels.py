@@ -19,6 +19,7 @@ from emorec.data import CANONICAL_CLASSES, prepare
 from emorec.errors import EmorecError
 from emorec.data.report import format_report
 from emorec.data.dataset import SplitData, load_split
+from emorec.train.augment import create_transform
 from emorec.train.engine import train_one_epoch
 from emorec.train.losses import SoftTargetCrossEntropy
 
@@ -194,26 +195,25 @@ def test_train_one_epoch_uses_soft_targets(soft):
     with torch.no_grad():
         model[1].bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
     cfg = Config(use_aug=False, batch_size=4, label_smoothing=0.3)
+    kw = dict(transform=create_transform(**cfg.section("augment")), batch_size=4, label_smoothing=0.3,
+              show_progress=False)
     loss = Recorder()
     idx = torch.randperm(n)
-    stats = train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss, cfg,
-                            use_mix=False, epoch=1, seed=0, show_progress=False)
+    stats = train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss, **kw)
     base = soft_t if soft else torch.nn.functional.one_hot(data.labels, k).float()
     assert torch.allclose(torch.cat(loss.targets), base[idx] * 0.7 + 0.1)
     assert stats["train_acc"] == (1.0 if soft else 0.0)
 
     loss.targets.clear()  # HARD_LABEL_WEIGHT: that share of the target is the folder label
-    train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss,
-                    cfg.with_overrides({"soft_labels": True, "hard_label_weight": 0.25}), use_mix=False,
-                    epoch=1, seed=0, show_progress=False)
+    train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss, hard_label_weight=0.25,
+                    **kw)
     onehot = torch.nn.functional.one_hot(data.labels, k).float()
     blended = soft_t * 0.75 + onehot * 0.25 if soft else onehot
     assert torch.allclose(torch.cat(loss.targets), blended[idx] * 0.7 + 0.1)
 
     loss.targets.clear()  # MixUp/CutMix blend soft targets like one-hot ones: still distributions
-    train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss,
-                    cfg.with_overrides({"mixup_alpha": 1.0, "cutmix_prob": 0.5}), use_mix=True, epoch=1, seed=1,
-                    show_progress=False)
+    train_one_epoch(model, data, idx, torch.optim.SGD(model.parameters(), lr=0.0), loss, seed=1,
+                    mix={"mixup_alpha": 1.0, "cutmix_alpha": 1.0, "cutmix_prob": 0.5}, **kw)
     assert torch.allclose(torch.cat(loss.targets).sum(1), torch.ones(n))
 
 

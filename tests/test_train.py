@@ -171,12 +171,12 @@ def test_cuda_device_without_a_gpu_is_one_clear_error():
 
 
 def test_augmentation_keeps_the_batch_on_its_device_and_is_seeded():
-    from emorec.train.augment import train_transform
+    from emorec.train.augment import create_transform
 
-    cfg = Config()
+    transform = create_transform(**Config().section("augment"))
     x = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
-    a = train_transform(x, cfg, torch.Generator().manual_seed(0))
-    b = train_transform(x, cfg, torch.Generator().manual_seed(0))
+    a = transform(x, torch.Generator().manual_seed(0))
+    b = transform(x, torch.Generator().manual_seed(0))
     assert a.device == x.device and a.dtype == torch.float32 and torch.equal(a, b)
     assert 0 <= float(a.min()) and float(a.max()) <= 1 and not torch.equal(a, x.float() / 255)
 

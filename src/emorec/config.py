@@ -70,16 +70,20 @@ _RANGES = {
 }
 
 
+# The keys, grouped by the stage that reads them. Users see one flat namespace (YAML keys,
+# --set KEY=VALUE); library functions take a section's values as keyword arguments:
+# ``create_transform(**cfg.section("augment"))``.
 @dataclass
-class Config:
-    # --- paths (relative paths are relative to the working directory) ---
+class PathsConfig:  # relative paths are relative to the working directory
     data_dir: Path = Path("data_split")
     models_dir: Path = Path("runs/default/models")  # checkpoints, exported ONNX, config.yaml
     reports_dir: Path = Path("runs/default/reports")
     cache_dir: Path = Path("~/.cache/emorec")  # decoded splits; a user folder, not the checkout
     weights_dir: Path | None = None  # ImageNet .pth files; also $EMOREC_WEIGHTS_DIR
 
-    # --- data ---
+
+@dataclass
+class DataConfig:
     active_classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     sources: list[str] = field(default_factory=list)  # folders, zips, kaggle:owner/name
     # Sources without class folders: a CSV in them with these columns gives each image's label.
@@ -90,7 +94,9 @@ class Config:
     keep_source_splits: bool = True  # reuse a source's own test/val split when it has one
     near_dup_bits: int = 0  # max Hamming distance of 64-bit average hashes counted as near duplicates
 
-    # --- model ---
+
+@dataclass
+class ModelConfig:
     backbone: str = "mobilenet_v2"
     img_size: int = 112  # FER faces are 48 px: larger costs time for little gain on CPU
     grayscale: bool = True
@@ -99,17 +105,34 @@ class Config:
     # of ImageNet alone; the classifier is kept only when the classes match.
     init_from: Path | None = None
 
-    # --- input pipeline ---
+
+@dataclass
+class TrainConfig:
+    train_mode: str = "DEV_TRAIN"  # the profile; the keys below left as None come from it
+    epochs_stage1: int | None = None
+    epochs_stage2: int | None = None
+    lr_stage1: float | None = None
+    lr_stage2: float | None = None
+    finetune_layers: int | None = None
+    patience: int | None = None
+    max_train_per_class: int | None = None
+    max_eval_per_class: int | None = None
     batch_size: int = 64
     balanced_sampling: bool = True
     use_class_weights: bool = True
+    lr_schedule: str = "cosine"  # cosine | plateau
+    weight_decay: float = 1e-4
+    monitor: str = "val_macro_f1"  # val_macro_f1 | val_acc | val_loss
+    seed: int = 42
     num_threads: int = 0  # torch intra-op threads for training (0: library default)
     # Training device: auto (a CUDA GPU when torch sees one, else CPU) | cpu | cuda | cuda:N.
     # On a GPU the decoded split, augmentation and the model all live there, under bf16 autocast.
     device: str = "auto"
     max_minutes: float = 0.0  # stop training after the epoch that passes this (0: no limit)
 
-    # --- image-level augmentation ---
+
+@dataclass
+class AugmentConfig:  # image-level, on whole batches (train/augment.py)
     use_aug: bool = True
     aug_rot: float = 15.0  # degrees
     aug_zoom: float = 0.15  # +- relative scale
@@ -120,14 +143,18 @@ class Config:
     aug_noise: float = 0.0  # max std of Gaussian sensor noise (fraction of full scale), drawn per image
     aug_erase: float = 0.0  # probability of one erased rectangle (occlusion: hands, masks, glasses)
 
-    # --- batch-level augmentation ---
+
+@dataclass
+class MixConfig:  # batch-level (train/mix.py)
     use_mixup_stage1: bool = False
     use_mixup_stage2: bool = True
     mixup_alpha: float = 0.2
     cutmix_alpha: float = 1.0
     cutmix_prob: float = 0.5  # share of mixed batches that use CutMix instead of MixUp
 
-    # --- loss ---
+
+@dataclass
+class LossConfig:
     use_focal: bool = False
     focal_gamma: float = 2.0
     label_smoothing: float = 0.1
@@ -138,41 +165,42 @@ class Config:
     # votes (distillation's alpha: keep the dataset's own labels while learning a teacher's).
     hard_label_weight: float = 0.0
 
-    # --- optimisation ---
-    lr_schedule: str = "cosine"  # cosine | plateau
-    weight_decay: float = 1e-4
-    monitor: str = "val_macro_f1"  # val_macro_f1 | val_acc | val_loss
 
-    # --- profile (None: taken from TRAIN_MODE) ---
-    train_mode: str = "DEV_TRAIN"
-    epochs_stage1: int | None = None
-    epochs_stage2: int | None = None
-    lr_stage1: float | None = None
-    lr_stage2: float | None = None
-    finetune_layers: int | None = None
-    patience: int | None = None
-    max_train_per_class: int | None = None
-    max_eval_per_class: int | None = None
+@dataclass
+class ExportConfig:  # written into the model file; inference reads it from there
+    face_margin: float = 0.0  # YuNet box squared, not grown: matches FER crops (measured: box = 0.98 of a FER face)
+    tta_flip: bool = False  # evaluation: average each face with its mirror image
 
-    seed: int = 42
 
-    # --- evaluation ---
-    tta_flip: bool = False
-
-    # --- inference ---
+@dataclass
+class InferConfig:
     model_path: Path | None = None  # an .onnx file or a shipped model's name (5class); None: 5class
     detector: str = "yunet"  # yunet | haar | none
     yunet_path: Path | None = None  # also $EMOREC_YUNET
     det_score_threshold: float = 0.6
-    face_margin: float = 0.0  # YuNet box squared, not grown: matches FER crops (measured: box = 0.98 of a FER face)
     min_face_size: int = 20  # px; smaller detections are ignored
     det_max_side: int = 320  # photos are shrunk to this longest side for face detection (speed)
     det_min_side: int = 224  # smaller images (face crops) are enlarged to it: YuNet misses tiny-input faces (0: off)
     ort_threads: int = 1
 
+
+SECTIONS = {"paths": PathsConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+            "augment": AugmentConfig, "mix": MixConfig, "loss": LossConfig, "export": ExportConfig,
+            "infer": InferConfig}
+
+
+@dataclass
+class Config(InferConfig, ExportConfig, LossConfig, MixConfig, AugmentConfig, TrainConfig, ModelConfig, DataConfig,
+             PathsConfig):
+    """Every key, flat (``cfg.img_size``); ``cfg.section("model")`` gives one group as a dict."""
+
     # ------------------------------------------------------------------
     def __post_init__(self) -> None:
         self.resolve()
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The keys of one section (``SECTIONS``) and their values, as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(SECTIONS[name])}
 
     @property
     def profile(self) -> Profile:

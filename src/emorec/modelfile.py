@@ -17,7 +17,6 @@ from emorec.errors import EmorecError
 from emorec.preprocess import to_float
 
 META_KEY = "emorec"  # key in the ONNX model's metadata_props holding ModelInfo as JSON
-FACE_MARGIN = 0.0  # YuNet box squared, not grown: matches FER crops (measured: box = 0.98 of a FER face)
 BATCH = 64  # faces per ORT call: bounds memory on crowd photos and long folders
 
 
@@ -28,7 +27,7 @@ class ModelInfo:
     classes: list[str]
     img_size: int
     grayscale: bool
-    face_margin: float = FACE_MARGIN
+    face_margin: float  # the crop rule the model was trained for (config FACE_MARGIN, an export setting)
     backbone: str = ""
     version: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)

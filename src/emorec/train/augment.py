@@ -10,11 +10,11 @@ move to the batch's device.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from emorec.config import Config
 from emorec.models.predict import to_input
 
 
@@ -22,13 +22,15 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
 
-def geometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
+def geometric(x: torch.Tensor, g: torch.Generator, *, rot: float, zoom: float, trans: float,
+              flip: bool) -> torch.Tensor:
+    """Rotation (degrees), zoom, translation and a random mirror in one affine warp."""
     n = x.shape[0]
-    angle = _uniform(n, -cfg.aug_rot, cfg.aug_rot, g) * math.pi / 180.0
-    scale = _uniform(n, 1.0 - cfg.aug_zoom, 1.0 + cfg.aug_zoom, g)
-    tx = _uniform(n, -cfg.aug_trans, cfg.aug_trans, g) * 2.0  # grid coords span [-1, 1]
-    ty = _uniform(n, -cfg.aug_trans, cfg.aug_trans, g) * 2.0
-    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.aug_flip else torch.ones(n)
+    angle = _uniform(n, -rot, rot, g) * math.pi / 180.0
+    scale = _uniform(n, 1.0 - zoom, 1.0 + zoom, g)
+    tx = _uniform(n, -trans, trans, g) * 2.0  # grid coords span [-1, 1]
+    ty = _uniform(n, -trans, trans, g) * 2.0
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([
         torch.stack([cos * flip, -sin, tx], dim=1),
@@ -38,8 +40,9 @@ def geometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def photometric(x: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
-    n, s = x.shape[0], cfg.color_jitter
+def photometric(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast and gamma, each drawn per image within ``strength``."""
+    n, s = x.shape[0], strength
     shape = (n, 1, 1, 1)
     brightness = _uniform(n, -s / 2, s / 2, g).view(shape).to(x.device)
     contrast = _uniform(n, 1 - s, 1 + s, g).view(shape).to(x.device)
@@ -86,21 +89,25 @@ def erase(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
     return torch.where(mask.to(x.device), fill.to(x.device), x)
 
 
-def train_transform(x_uint8: torch.Tensor, cfg: Config, g: torch.Generator) -> torch.Tensor:
-    """uint8 batch -> augmented float batch in [0, 1] (the training preset)."""
-    x = to_input(x_uint8)
-    if not cfg.use_aug:
+def create_transform(*, use_aug: bool, aug_rot: float, aug_zoom: float, aug_trans: float, aug_flip: bool,
+                     color_jitter: float, aug_blur: float, aug_noise: float,
+                     aug_erase: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The training preset, ``transform(x_uint8, g)`` -> augmented float batch in [0, 1]; the
+    keywords are the config's augment section: ``create_transform(**cfg.section("augment"))``."""
+
+    def transform(x_uint8: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        x = to_input(x_uint8)
+        if not use_aug:
+            return x
+        x = geometric(x, g, rot=aug_rot, zoom=aug_zoom, trans=aug_trans, flip=aug_flip)
+        if color_jitter > 0:
+            x = photometric(x, color_jitter, g)
+        if aug_blur > 0:
+            x = blur(x, aug_blur, g)
+        if aug_noise > 0:
+            x = noise(x, aug_noise, g)
+        if aug_erase > 0:
+            x = erase(x, aug_erase, g)
         return x
-    x = geometric(x, cfg, g)
-    if cfg.color_jitter > 0:
-        x = photometric(x, cfg, g)
-    if cfg.aug_blur > 0:
-        x = blur(x, cfg.aug_blur, g)
-    if cfg.aug_noise > 0:
-        x = noise(x, cfg.aug_noise, g)
-    if cfg.aug_erase > 0:
-        x = erase(x, cfg.aug_erase, g)
-    return x
 
-
-
+    return transform

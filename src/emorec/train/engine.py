@@ -8,10 +8,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from emorec.config import Config
 from emorec.data.dataset import SplitData
 from emorec.models.predict import predict_probs
-from emorec.train.augment import train_transform
 from emorec.train.mix import mix_batch, one_hot, smooth
 
 
@@ -20,8 +18,11 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
-def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, loss_fn, cfg: Config,
-                    use_mix: bool, epoch: int, seed: int, show_progress: bool = True) -> dict:
+def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, loss_fn, *, transform,
+                    batch_size: int, hard_label_weight: float = 0.0, label_smoothing: float = 0.0,
+                    mix: dict | None = None, epoch: int = 1, seed: int = 0, show_progress: bool = True) -> dict:
+    """One pass over ``indices``: ``transform`` (``augment.create_transform``) per batch, targets
+    blended and smoothed, ``mix`` (``mix_batch``'s keywords) when MixUp/CutMix is on."""
     model.train()
     device = data.images.device
     g = torch.Generator().manual_seed(seed)
@@ -29,21 +30,21 @@ def train_one_epoch(model, data: SplitData, indices: torch.Tensor, optimizer, lo
     total_loss, seen = torch.zeros((), device=device), 0
     correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: no sync per batch
     start = time.perf_counter()
-    batches = indices.split(cfg.batch_size)
+    batches = indices.split(batch_size)
     bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not show_progress, leave=False)
     for idx in bar:
         if len(idx) < 2:  # BatchNorm cannot train on a single sample
             continue
-        x = train_transform(data.images[idx], cfg, g).contiguous(memory_format=torch.channels_last)
+        x = transform(data.images[idx], g).contiguous(memory_format=torch.channels_last)
         y = data.labels[idx]
         # annotator vote shares or a teacher's probabilities (SOFT_LABELS), blended with the
         # folder label by HARD_LABEL_WEIGHT, or the folder label alone; smoothed alike
         target = one_hot(y, len(data.classes))
         if data.soft is not None:
-            target = torch.lerp(data.soft[idx], target, cfg.hard_label_weight)
-        target = smooth(target, cfg.label_smoothing)
-        if use_mix:
-            x, target = mix_batch(x, target, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.cutmix_prob, rng)
+            target = torch.lerp(data.soft[idx], target, hard_label_weight)
+        target = smooth(target, label_smoothing)
+        if mix is not None:
+            x, target = mix_batch(x, target, rng=rng, **mix)
         with autocast(device):
             logits = model(x)
         loss = loss_fn(logits.float(), target)

@@ -26,6 +26,7 @@ from emorec.models import create_model, set_trainable
 from emorec.models.checkpoint import load_checkpoint, save_atomic
 from emorec.models.weights import load_state
 from emorec.provenance import git_commit
+from emorec.train.augment import create_transform
 from emorec.train.engine import evaluate, train_one_epoch
 from emorec.train.losses import build_loss
 
@@ -156,6 +157,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         # *sampled* distribution are then 1, so the two never double-correct.
         weights = class_weights(counts) if cfg.use_class_weights and not cfg.balanced_sampling else None
         loss_fn = build_loss(cfg.use_focal, cfg.focal_gamma, weights)
+        transform = create_transform(**cfg.section("augment"))
+        mix = {k: v for k, v in cfg.section("mix").items() if not k.startswith("use_")}
 
         history: list[dict] = state["history"] if state else []
         best = state["best"] if state else -float("inf")
@@ -192,8 +195,11 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                 if net is None:
                     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
                 idx = epoch_indices(labels_cpu, cfg.balanced_sampling, len(history), cfg.seed, rank, world)
-                tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, cfg, spec["mix"], len(history) + 1,
-                                     seed=cfg.seed * 1000 + rank * 100_000 + len(history), show_progress=main and show_progress)
+                tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, transform=transform,
+                                     batch_size=cfg.batch_size, hard_label_weight=cfg.hard_label_weight,
+                                     label_smoothing=cfg.label_smoothing, mix=mix if spec["mix"] else None,
+                                     epoch=len(history) + 1, seed=cfg.seed * 1000 + rank * 100_000 + len(history),
+                                     show_progress=main and show_progress)
                 va = evaluate(model, val_data, tta_flip=False)
                 entry = {"stage": spec["stage"], "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **tr,
                          "train_images_per_s": tr["train_images_per_s"] * world,
