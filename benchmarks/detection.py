@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from emorec.imageio import read_image  # noqa: E402
-from emorec.inference.predictor import Predictor  # noqa: E402
+from emorec.imageio import read_image
+from emorec.inference.predictor import Predictor
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

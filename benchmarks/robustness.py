@@ -14,8 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import FIVE, ROOT, emorec_model, fer_model, load_set, score  # noqa: E402
+from peers import FIVE, ROOT, emorec_model, fer_model, load_set, score
 
 
 def _resample(im, low):  # a face only `low` pixels wide (far from the camera), shown at the crop's size

@@ -2,7 +2,7 @@
 commit, and what it scores; written as models/<stem>.metrics.json (+ .config.yaml,
 .training_logs.json, .data_report.json, .json).
 
-    python benchmarks/model_record.py RUN_DIR MODEL.onnx --test DIR/metrics.json [--test ...] \
+    python tools/model_record.py RUN_DIR MODEL.onnx --test DIR/metrics.json [--test ...] \
         --photos DIR/metrics.json --command "emorec train --config ..." [--previous-record OLD.json]
 
 RUN_DIR is the run's folder (``models/`` and ``reports/`` inside, as ``emorec train`` leaves

@@ -1,7 +1,7 @@
 """Repeat a two-process CPU DDP run that MAX_MINUTES stops between stages, and count the runs
 that fail. A stop is a teardown race: one run in the test suite says little, many runs do.
 
-    python benchmarks/ddp_stop.py data_split --runs 30   # table in benchmarks/ddp_stop.md
+    python studies/ddp_stop.py data_split --runs 30   # table in studies/ddp_stop.md
 
 Tiny settings (64 px, 1 + 1 epochs, at most 80 train images per class) keep a run near 10 s.
 """
@@ -16,9 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOREC_SHARED", ROOT.parent / "shared"))
-sys.path.insert(0, str(ROOT / "src"))
-
-from emorec.cli import GLIBC_TUNING  # noqa: E402
+from emorec.cli import GLIBC_TUNING
 
 
 def one_run(data: Path, weights: Path, work: Path) -> tuple[int, float, str]:
@@ -60,7 +58,7 @@ def main() -> int:
                 failures.append(why or f"rc {rc}")
             print(f"run {i + 1}/{args.runs}: rc {rc}, {s:.1f} s {why}", file=sys.stderr)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    print(f"\nCommit {commit.strip()}: `python benchmarks/ddp_stop.py {args.data} --runs {args.runs}`\n")
+    print(f"\nCommit {commit.strip()}: `python studies/ddp_stop.py {args.data} --runs {args.runs}`\n")
     print("| runs | failed | median s/run | first failure |\n|---:|---:|---:|---|")
     print(f"| {args.runs} | {len(failures)} | {statistics.median(seconds):.1f} | {failures[0] if failures else '-'} |")
     return 0

@@ -1,6 +1,6 @@
 """Choose which trained checkpoints to ship together as one ensemble, on validation data only.
 
-    python benchmarks/ensemble_select.py --checkpoint runs/g5s7/models/best_model.pt ... \\
+    python studies/ensemble_select.py --checkpoint runs/g5s7/models/best_model.pt ... \\
         --val data_split_7 --val data_split_ferplus5 [--classes angry,fear,happy,sad,surprise] [--max-members 3]
 
 Every subset of up to ``--max-members`` checkpoints is scored on each validation split by the
@@ -19,12 +19,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from emorec.config import DEFAULT_CLASSES  # noqa: E402
-from emorec.models.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from emorec.data.dataset import load_split  # noqa: E402
-from emorec.models.predict import predict_probs  # noqa: E402
+from emorec.config import DEFAULT_CLASSES
+from emorec.models.checkpoint import load_checkpoint, model_from_checkpoint
+from emorec.data.dataset import load_split
+from emorec.models.predict import predict_probs
 
 
 def member_probs(ckpt_path: Path, splits: list[Path], classes: list[str], cache: Path) -> list[np.ndarray]:

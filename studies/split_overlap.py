@@ -3,7 +3,7 @@ checks what a model pretrained on one dataset saw of the other's val/test faces,
 those faces are already flagged as leaks (left out of the leakage-clean test set) in B's
 split manifest. Exact pixels only match within one file format (FER2013 is JPEG, FER+ PNG).
 
-    python benchmarks/split_overlap.py data_split_ferplus/train data_split_7/test [--bits 0]
+    python studies/split_overlap.py data_split_ferplus/train data_split_7/test [--bits 0]
 """
 import csv
 import argparse
@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from emorec.data.dedup import average_hash, decode, fingerprint  # noqa: E402
+from emorec.data.dedup import average_hash, decode, fingerprint
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
