@@ -27,8 +27,51 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def images_dir() -> Path:
-    return shared_path("images")
+def images_dir(tmp_path_factory) -> Path:
+    """../shared/images, or stand-ins with the same names, sizes and face counts made from the
+    repository's examples/multi_face.jpg, so a fresh clone runs the photo tests too."""
+    if (SHARED / "images").is_dir():
+        return SHARED / "images"
+    return make_photo_standins(tmp_path_factory.mktemp("images"))
+
+
+# (x0, y0, x1, y1) around one face of examples/multi_face.jpg, clear of the others
+_ONE_FACE = {"left": (160, 10, 360, 215), "right": (645, 255, 845, 465)}
+
+
+def make_photo_standins(out: Path) -> Path:
+    """multi_face.jpg (5 faces); single_face.jpg, astronaut.png, BWPictureHuman.jpg (gray) and
+    Image_with_alpha.png (RGBA) with one face each; chelsea_cat.png, coffee.png and
+    free-mountain-vector-01.jpg with none."""
+    from PIL import Image, ImageDraw
+
+    group = Image.open(ROOT / "examples" / "multi_face.jpg").convert("RGB")
+    group.save(out / "multi_face.jpg", quality=95)
+    left, right = (group.crop(_ONE_FACE[k]) for k in ("left", "right"))
+    single = Image.new("RGB", (572, 562), (128, 120, 110))  # the face a third of the frame, as Haar wants
+    single.paste(right.resize((300, 315), Image.BICUBIC), (136, 124))
+    single.save(out / "single_face.jpg", quality=95)
+    left.resize((512, 512), Image.BICUBIC).save(out / "astronaut.png")
+    rng = np.random.default_rng(0)
+    grain = rng.normal(170, 25, (1912, 2560)).clip(0, 255).astype(np.uint8)  # film grain: a file over 1 MB
+    bw = Image.fromarray(grain)
+    bw.paste(left.convert("L").resize((900, 920), Image.BICUBIC), (830, 500))
+    bw.save(out / "BWPictureHuman.jpg", quality=90)
+    alpha = Image.new("RGBA", (1524, 1036), (0, 0, 0, 0))
+    alpha.paste(right.resize((600, 620), Image.BICUBIC).convert("RGBA"), (460, 200))
+    alpha.save(out / "Image_with_alpha.png")
+    for name, size in (("chelsea_cat.png", (451, 300)), ("coffee.png", (600, 400)),
+                       ("free-mountain-vector-01.jpg", (1920, 1080))):
+        w, h = size
+        grad = np.linspace(40, 220, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
+        img = Image.fromarray(grad.astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(6):
+            x, y = int(rng.integers(0, w - 60)), int(rng.integers(0, h - 60))
+            draw.rectangle((x, y, x + int(rng.integers(20, 60)), y + int(rng.integers(20, 60))),
+                           fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        img.save(out / name, quality=90)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +81,10 @@ def weights_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def yunet_path() -> Path:
-    return shared_path("weights", "face_detection_yunet_2026may.onnx")
+    """The detector that ships in the package (the same file as ../shared/weights')."""
+    from emorec.inference.detect import PACKAGED_YUNET
+
+    return PACKAGED_YUNET
 
 
 @pytest.fixture(scope="session")
