@@ -44,14 +44,11 @@ def timeit(fn, repeat: int, warmup: int = 3) -> float:
 
 
 def onnx_rows(path: Path, label: str) -> list[str]:
-    import onnxruntime as ort
+    from emorec.modelfile import open_session  # the session inference uses
 
     rows = []
     for batch, threads, repeat in ((1, 1, 200), (64, 2, 10)):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = open_session(path, threads)
         shape = [batch if isinstance(d, str) or d is None else d for d in sess.get_inputs()[0].shape]
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
         t = timeit(lambda: sess.run(None, {"input": x}), repeat)
