@@ -49,12 +49,12 @@ def set_metadata(onnx_path: Path, info: ModelInfo) -> None:
     onnx.save(model, str(onnx_path))
 
 
-def to_onnx(model, cfg: Config, path: Path) -> Path:
+def to_onnx(model, path: Path, *, in_chans: int, img_size: int) -> Path:
     """Dynamo export; a batch-2 example and a named dynamic dim give a dynamic batch."""
     import torch
 
     model = model.eval().to(memory_format=torch.contiguous_format)
-    x = torch.rand(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+    x = torch.rand(2, in_chans, img_size, img_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The exporter's notes ("torchvision is not installed. Skipping torchvision::nms", deprecation
@@ -152,7 +152,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
             metrics = {k: m[k] for k in METRIC_KEYS if k in m}
     info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=len(paths), tta_flip=tta_flip)
 
-    to_onnx(model, cfg, out)
+    to_onnx(model, out, in_chans=cfg.in_chans, img_size=cfg.img_size)
     set_metadata(out, info)
     report: dict = {"onnx": portable_path(out), "classes": cfg.active_classes,
                     "checkpoints": [portable_path(p) for p in paths],
