@@ -29,12 +29,12 @@ def face_to_array(img: np.ndarray, img_size: int, grayscale: bool) -> np.ndarray
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
-INPUT_SCALE = 1.0 / 255.0  # uint8 pixels -> the model's [0, 1] input; training and export use it too
+PIXEL_MAX = 255.0  # uint8 pixels / PIXEL_MAX: the model's [0, 1] input, in training, export and inference
 
 
 def to_float(batch: np.ndarray) -> np.ndarray:
     """uint8 (N, C, H, W) -> float32 in [0, 1], the model's input."""
-    return batch.astype(np.float32) * INPUT_SCALE
+    return batch.astype(np.float32) / PIXEL_MAX
 
 
 def square_box(box: tuple[float, float, float, float], margin: float) -> tuple[int, int, int, int]:

@@ -6,12 +6,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emorec.preprocess import INPUT_SCALE
+from emorec.preprocess import PIXEL_MAX
 
 
 def to_input(x_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 batch -> float batch in [0, 1], as ``preprocess.to_float`` does for ONNX."""
-    return x_uint8.float().mul_(INPUT_SCALE)
+    return x_uint8.float().div_(PIXEL_MAX)
 
 
 @torch.inference_mode()
