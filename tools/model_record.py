@@ -50,7 +50,7 @@ def main() -> int:
     best = max(history, key=lambda h: h["val_acc"] if cfg["monitor"] == "val_acc" else h["val_macro_f1"])
     seconds = sum(h["train_seconds"] for h in history)  # training time, validation excluded
 
-    stem = args.model.name.split(".")[0] if args.model.parent == ROOT / "models" else None
+    stem = args.model.name.split(".")[0] if args.model.resolve().parent == ROOT / "models" else None
     record = {
         "model": portable_path(args.model),
         "format": "ONNX int8 (static QDQ)" if "int8" in export.get("export", {}) else "ONNX fp32",

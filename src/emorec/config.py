@@ -21,7 +21,7 @@ DEFAULT_CLASSES = ["angry", "fear", "happy", "sad", "surprise"]
 # The models that ship with emorec, in the repository's models/ folder, picked by short name
 # (`--model 5class`). Training and export write to run folders, never here unless forced.
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-SHIPPED_MODELS = {"5class": "best_model.onnx"}
+SHIPPED_MODELS = {"5class": "best_model.onnx", "7class": "emotion_7class.onnx"}
 # The same files inside the package (links into models/, copied into a wheel): a plain
 # `pip install .` predicts without the repository beside it.
 PACKAGED_MODELS_DIR = Path(__file__).resolve().parent / "assets"
@@ -174,7 +174,7 @@ class ExportConfig:  # written into the model file; inference reads it from ther
 
 @dataclass
 class InferConfig:
-    model_path: Path | None = None  # an .onnx file or a shipped model's name (5class); None: 5class
+    model_path: Path | None = None  # an .onnx file or a shipped model's name (5class, 7class); None: 5class
     detector: str = "yunet"  # yunet | haar | none
     yunet_path: Path | None = None  # also $EMOREC_YUNET
     det_score_threshold: float = 0.6

@@ -31,7 +31,8 @@ from emorec.provenance import portable_path
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp"]
 DETECTORS = {"yunet": "YuNet (finds more faces)", "haar": "Haar cascade (classic, faster)"}
-MODEL_NAMES = {"5class": "5 emotions: angry, fear, happy, sad, surprise"}  # shipped models, for people
+MODEL_NAMES = {"5class": "5 emotions: angry, fear, happy, sad, surprise",
+               "7class": "7 emotions: angry, disgust, fear, happy, neutral, sad, surprise"}  # shipped models, for people
 QUIZ_PER_CLASS = 200  # a seeded sample of the test split: plenty of rounds, quick start
 MODES = ["Predict", "Emotion quiz"]
 

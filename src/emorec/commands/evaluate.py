@@ -8,7 +8,7 @@ from emorec.cli import add_config_arguments, config_from_args, tune_malloc
 
 def add_arguments(p) -> None:
     add_config_arguments(p)
-    p.add_argument("--model", help="checkpoint (.pt), ONNX model or shipped model name (5class) "
+    p.add_argument("--model", help="checkpoint (.pt), ONNX model or shipped model name (5class, 7class) "
                                    "(default: MODELS_DIR/best_model.pt; with --photos the shipped 5class)")
     p.add_argument("--photos", metavar="SOURCE",
                    help="score labelled whole photos (class folders, or a CSV label file; folder or zip) "

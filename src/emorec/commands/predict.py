@@ -16,7 +16,8 @@ from emorec.cli import add_config_arguments
 EPILOG = """output: one line (text), row (CSV) or record (JSON) per face; a face's box is x, y, w, h
 in original-image pixels (top-left corner, width, height). JSON faces have the shape of the API's:
 {"box": [x, y, w, h], "label", "confidence", "probs": {class: p}, "det_score", "top": [{"label", "prob"}]}.
-models: an .onnx file, or a shipped model by name: 5class (the default).
+models: an .onnx file, or a shipped model by name: 5class (the default) or 7class (with neutral
+and disgust).
 exit status: 0 every input processed; 1 some inputs could not be read (the rest are written);
 2 usage error."""
 
@@ -26,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively) or videos (.mp4 .avi .mov .mkv .webm)")
-    p.add_argument("--model", help="ONNX file or shipped model name (default: 5class)")
+    p.add_argument("--model", help="ONNX file or shipped model name: 5class (default) or 7class")
     p.add_argument("--detector", choices=["yunet", "haar", "none"], help="face detector (default: config DETECTOR)")
     p.add_argument("--no-detect", action="store_true",
                    help="treat each whole image as one face (already-cropped faces)")
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emorec.cli import config_from_args
+    from emorec.config import SHIPPED_MODELS
     from emorec.errors import EmorecError
     from emorec.inference.batch import annotate_target, collect, predict_inputs
     from emorec.inference.predictor import Predictor
@@ -88,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
     annotate_to = annotate_target(args.annotate, n_images, from_folder) if args.annotate else None
 
     detector = "none" if args.no_detect else args.detector
-    predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads)
+    # A shipped model named on the command line brings its own classes; another file must match
+    # ACTIVE_CLASSES, so that a model for other classes is not used by mistake.
+    predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads,
+                                      check_classes=args.model not in SHIPPED_MODELS)
     stream = _open_output(args.output)
     out = WRITERS["json" if args.json else "csv" if args.csv else "text"](stream, predictor, args.top_k)
     try:

@@ -6,7 +6,7 @@ from emorec.cli import add_config_arguments
 
 def add_arguments(p) -> None:
     add_config_arguments(p)
-    p.add_argument("--model", help="ONNX file or shipped model name (default: 5class)")
+    p.add_argument("--model", help="ONNX file or shipped model name: 5class (default) or 7class")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")

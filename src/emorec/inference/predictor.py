@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from emorec.config import Config
 
 def resolve_model(spec: str | os.PathLike | None = None) -> Path:
-    """A shipped model's short name (``SHIPPED_MODELS``: ``5class``) or a path; None: the default."""
+    """A shipped model's short name (``SHIPPED_MODELS``: ``5class``, ``7class``) or a path; None: the default."""
     spec = DEFAULT_MODEL if spec is None else spec
     if str(spec) not in SHIPPED_MODELS:
         return Path(spec).expanduser()
