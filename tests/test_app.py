@@ -420,16 +420,18 @@ def test_shipped_models_offered_by_name(app_env, tiny_onnx, tiny_onnx7, tmp_path
     from emorec.config import SHIPPED_MODELS
     from emorec.inference import predictor as predictor_mod
 
-    app_env.setitem(SHIPPED_MODELS, "7class", "emotion_7class.onnx")
+    app_env.setitem(SHIPPED_MODELS, "8class", "emotion_8class.onnx")  # a name without a description
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     shutil.copy(tiny_onnx, shipped / "best_model.onnx")
     shutil.copy(tiny_onnx7, shipped / "emotion_7class.onnx")
+    shutil.copy(tiny_onnx7, shipped / "emotion_8class.onnx")
     app_env.setattr(predictor_mod, "SHIPPED_MODELS_DIR", shipped)
     app_env.delenv("EMOREC_MODEL")
     at = open_app()
     choice = at.sidebar.selectbox(key="model_name")
-    assert choice.options == ["5 emotions: angry, fear, happy, sad, surprise", "7class"]  # unnamed: as is
+    assert choice.options == ["5 emotions: angry, fear, happy, sad, surprise",
+                              "7 emotions: angry, disgust, fear, happy, neutral, sad, surprise", "8class"]
     choice.set_value("7class").run()
     assert not at.exception and "emotion_7class.onnx" in at.sidebar.caption[0].value
     at = upload(at, images_dir / "single_face.jpg")

@@ -333,3 +333,16 @@ def test_an_image_that_breaks_the_model_costs_only_itself(capsys, tiny_onnx, ima
                            images_dir / "multi_face.jpg", "--model", tiny_onnx)
     assert rc == 1 and "astronaut.png: cannot classify (RuntimeError: simulated failure)" in err
     assert [r[0] for r in parse_text(out)] == [str(images_dir / "single_face.jpg")] + [str(images_dir / "multi_face.jpg")] * 5
+
+
+@pytest.mark.parametrize("name", ["5class", "7class"])
+def test_shipped_models_by_name_need_no_class_setting(capsys, images_dir, name):
+    """`--model 7class` works as it is: a shipped model brings its own classes."""
+    from emorec.config import FER_CLASSES, SHIPPED_MODELS
+
+    assert name in SHIPPED_MODELS
+    rc, out, _ = predict(capsys, images_dir / "multi_face.jpg", "--model", name, "--json")
+    doc = json.loads(out)
+    faces = doc["results"][0]["faces"]
+    want = DEFAULT_CLASSES if name == "5class" else FER_CLASSES
+    assert rc == 0 and len(faces) == 5 and doc["classes"] == want and list(faces[0]["probs"]) == want
