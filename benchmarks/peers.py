@@ -1,6 +1,7 @@
 """emorec's ONNX models side by side with the open-source FER tools that run offline, same images.
 
     KERAS_BACKEND=torch nice -n 19 <peers venv>/bin/python benchmarks/peers.py [--model M.onnx ...] [--limit N]
+        [--faceapi DIR]   # where face-api.js was installed with npm (see benchmarks/photos.py)
 
 Prints a markdown table; a full run writes benchmarks/peers.md (method, venv setup: TEMPLATE). fer imports
 tensorflow only for ``tf.lite.Interpreter`` and, via its ImportError fallback, ``keras.models.load_model``: a
@@ -50,6 +51,21 @@ def load_set(zip_name: str, prefix: str, limit: int | None, split: str = "test")
             except EmorecError as e:
                 print(f"skipped: {e}", file=sys.stderr)
     return imgs, labels
+
+
+def faceapi_model(folder: Path):
+    """face-api.js's expression network (benchmarks/faceapi_worker.js) on the same crops: the crop
+    is the face, as for every model here (its detector finds no face in a 48 px crop)."""
+    from photos import FaceApi  # benchmarks/photos.py, beside this file
+
+    fa = FaceApi(folder)
+
+    def predict(rgbs):
+        rows = [fa(np.ascontiguousarray(im if im.ndim == 3 else np.repeat(im[:, :, None], 3, 2))) for im in rgbs]
+        return np.array([[r[c] for c in FER7] for r in rows])
+
+    version = f"face-api.js {fa.version['faceapi']} (tfjs {fa.version['tfjs']}, {fa.version['backend']})"
+    return version, FER7, predict, None
 
 
 def emorec_model(path: Path):
@@ -116,11 +132,14 @@ def main() -> int:
                     help="emorec ONNX model, repeatable (default models/best_model.onnx)")
     ap.add_argument("--limit", type=int, help="score a fixed random sample of N images per test set")
     ap.add_argument("--out", type=Path, help="markdown file (default: benchmarks/peers.md on a full run)")
+    ap.add_argument("--faceapi", type=Path, default=ROOT.parent / "peers_node",
+                    help="folder where face-api.js was installed with npm (as for benchmarks/photos.py)")
     args = ap.parse_args()
     out = args.out or (None if args.limit else ROOT / "benchmarks" / "peers.md")
 
     makers = [(str(m), lambda m=m: emorec_model(m)) for m in args.model or [Path("models/best_model.onnx")]]
-    makers += [("fer (TFLite)", lambda: fer_model(True)), ("fer (Keras hdf5)", lambda: fer_model(False))]
+    makers += [("fer (TFLite)", lambda: fer_model(True)), ("fer (Keras hdf5)", lambda: fer_model(False)),
+               ("face-api.js", lambda: faceapi_model(args.faceapi))]
     models, rows, notes, failed = [], [], [], []
     for what, make in makers:
         try:
@@ -168,6 +187,8 @@ Command (repository root; writes this file), after making the peers' venv outsid
 
 ```bash
 python -m venv --system-site-packages ../peers_venv   # sees emorec, torch 2.13 CPU, onnxruntime, cv2
+mkdir -p ../peers_node && (cd ../peers_node && npm init -y && npm install @vladmandic/face-api@1.7.15 \
+  @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0)   # face-api.js, as for benchmarks/photos.py
 nice -n 19 ../peers_venv/bin/pip install --no-deps fer==25.10.3
 nice -n 19 ../peers_venv/bin/pip install keras==3.15.1 h5py==3.16.0 ai-edge-litert==2.3.0 "setuptools<81"
 {cmd}

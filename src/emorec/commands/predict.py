@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     detector = "none" if args.no_detect else args.detector
     # A shipped model named on the command line brings its own classes; another file must match
     # ACTIVE_CLASSES, so that a model for other classes is not used by mistake.
+    named = args.model if args.model is not None else cfg.model_path
     predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads,
-                                      check_classes=args.model not in SHIPPED_MODELS)
+                                      check_classes=str(named) not in SHIPPED_MODELS)
     stream = _open_output(args.output)
     out = WRITERS["json" if args.json else "csv" if args.csv else "text"](stream, predictor, args.top_k)
     try:
