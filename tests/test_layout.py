@@ -39,3 +39,20 @@ def test_no_import_runs_back_up_the_stages(path):
 def test_inference_needs_neither_torch_nor_training(path):
     bad = [m for m in imports(path) if m.split(".")[0] == "torch" or stage(m) in ("models", "train", "export")]
     assert not bad, bad
+
+
+ROOT = PKG.parents[1]
+SCRIPTS = sorted(p for d in ("benchmarks", "studies", "tools") for p in (ROOT / d).glob("*.py"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_script_starts_one_way(script):
+    """`python FOLDER/NAME.py` from the repository root, on the installed package (no sys.path edits)."""
+    import subprocess
+    import sys
+
+    assert "sys.path" not in script.read_text()
+    run = subprocess.run([sys.executable, str(script.relative_to(ROOT)), "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and "usage:" in run.stdout, run.stderr[-500:]
