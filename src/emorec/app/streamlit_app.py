@@ -40,11 +40,11 @@ MODEL_HELP = """**No model to run yet.** Prepare data, train and export one, the
 
 ```
 emorec data prepare ../shared/datasets/fer2013.zip   # -> data_split/{train,val,test}/<class>/
-emorec train --profile DEV_TRAIN                     # -> models/best_model.pt
-emorec export                                        # -> models/best_model.onnx
+emorec train --profile DEV_TRAIN                     # -> runs/default/models/best_model.pt
+emorec export                                        # -> runs/default/models/best_model.int8.onnx
 ```
 
-Or start the app on a model you have: `emorec app --model path/to/model.onnx`
+Then start the app on it: `emorec app --model runs/default/models/best_model.int8.onnx`
 (or set `EMOREC_MODEL`)."""
 
 SPLIT_HELP = """The quiz shows face images from a folder laid out as `<folder>/<class>/*.jpg` (the
