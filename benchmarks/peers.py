@@ -61,7 +61,7 @@ def faceapi_model(folder: Path):
     fa = FaceApi(folder)
 
     def predict(rgbs):
-        rows = [fa(np.ascontiguousarray(im if im.ndim == 3 else np.repeat(im[:, :, None], 3, 2))) for im in rgbs]
+        rows = [fa(im) for im in rgbs]  # read_image gives RGB
         return np.array([[r[c] for c in FER7] for r in rows])
 
     version = f"face-api.js {fa.version['faceapi']} (tfjs {fa.version['tfjs']}, {fa.version['backend']})"

@@ -387,3 +387,14 @@ def test_shipped_model_is_package_data_too(tmp_path, monkeypatch):
     monkeypatch.setattr(predictor_mod, "SHIPPED_MODELS_DIR", tmp_path)  # no checkout
     assert predictor_mod.resolve_model("5class") == PACKAGED_MODELS_DIR / "best_model.onnx"
     assert Predictor.from_path(None, detector="none").classes == DEFAULT_CLASSES
+
+
+def test_a_named_shipped_model_brings_its_classes():
+    """ACTIVE_CLASSES guards model files; a shipped model named by --model or MODEL_PATH is not
+    checked against it, and the default model still is."""
+    from emorec.config import FER_CLASSES
+
+    assert Predictor.from_config(Config(), "7class", detector="none").classes == FER_CLASSES
+    assert Predictor.from_config(Config(model_path="7class"), detector="none").classes == FER_CLASSES
+    with pytest.raises(EmorecError, match="ACTIVE_CLASSES"):
+        Predictor.from_config(Config(active_classes=FER_CLASSES), detector="none")

@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emorec.cli import config_from_args
-    from emorec.config import SHIPPED_MODELS
     from emorec.errors import EmorecError
     from emorec.inference.batch import annotate_target, collect, predict_inputs
     from emorec.inference.predictor import Predictor
@@ -90,11 +89,7 @@ def run(args: argparse.Namespace) -> int:
     annotate_to = annotate_target(args.annotate, n_images, from_folder) if args.annotate else None
 
     detector = "none" if args.no_detect else args.detector
-    # A shipped model named on the command line brings its own classes; another file must match
-    # ACTIVE_CLASSES, so that a model for other classes is not used by mistake.
-    named = args.model if args.model is not None else cfg.model_path
-    predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads,
-                                      check_classes=str(named) not in SHIPPED_MODELS)
+    predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads)
     stream = _open_output(args.output)
     out = WRITERS["json" if args.json else "csv" if args.csv else "text"](stream, predictor, args.top_k)
     try:

@@ -58,7 +58,7 @@ def predict_inputs(items: list[tuple[Path, Path | None]], predictor, writer, rep
             progress(1)
 
 
-def _images(batch, predictor, sink, report, annotate_to, names, top_k) -> None:
+def _images(batch, predictor, out, report, annotate_to, names, top_k) -> None:
     decoded = []  # (path, root, image or the error message), in input order
     for path, root in batch:
         try:
@@ -69,15 +69,15 @@ def _images(batch, predictor, sink, report, annotate_to, names, top_k) -> None:
     results = iter(predict_each(predictor, [img for _, _, img in decoded if not isinstance(img, str)]))
     for path, root, img in decoded:
         if isinstance(img, str):
-            sink.error(path, img)
+            out.error(path, img)
             continue
         faces = next(results)
         if isinstance(faces, Exception):  # this image's failure, never the run's
             msg = f"{path}: cannot classify ({type(faces).__name__}: {str(faces)[:200]})"
             report(msg)
-            sink.error(path, msg)
+            out.error(path, msg)
             continue
-        sink.faces(path, faces)
+        out.faces(path, faces)
         if annotate_to is not None:
             _save_annotated(img, faces, path, root, annotate_to, names, top_k, report)
 
@@ -96,18 +96,18 @@ def predict_each(predictor, images: list) -> list:
         return out
 
 
-def _video(path, predictor, sink, report, every, writer, top_k) -> None:
+def _video(path, predictor, out, report, every, video_writer, top_k) -> None:
     faces = []
     try:
-        for frame in read_frames(path, every, decode_all=writer is not None):
+        for frame in read_frames(path, every, decode_all=video_writer is not None):
             if frame.keep:
                 faces = predictor.predict([frame.rgb])[0]
-                sink.faces(path, faces, frame=frame.index, time_s=frame.time_s)
-            if writer is not None:  # every frame, labelled with the latest analysed one
-                writer.write(annotate(frame.rgb, faces, top_k, numbered=True), frame.fps)
+                out.faces(path, faces, frame=frame.index, time_s=frame.time_s)
+            if video_writer is not None:  # every frame, labelled with the latest analysed one
+                video_writer.write(annotate(frame.rgb, faces, top_k, numbered=True), frame.fps)
     except EmorecError as e:
         report(str(e))
-        sink.error(path, str(e))
+        out.error(path, str(e))
 
 
 def annotate_target(out: str, n_images: int, from_folder: bool) -> tuple[Path, bool]:

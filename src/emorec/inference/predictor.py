@@ -24,6 +24,7 @@ from emorec.preprocess import crop_face, face_to_array
 if TYPE_CHECKING:
     from emorec.config import Config
 
+
 def resolve_model(spec: str | os.PathLike | None = None) -> Path:
     """A shipped model's short name (``SHIPPED_MODELS``: ``5class``, ``7class``) or a path; None: the default."""
     spec = DEFAULT_MODEL if spec is None else spec
@@ -74,7 +75,11 @@ class Predictor:
     @classmethod
     def from_config(cls, cfg: "Config", path: str | os.PathLike | None = None, *, detector: str | None = None,
                     threads: int | None = None, check_classes: bool = True) -> "Predictor":
-        """The same, with every setting taken from the config (CLI, API and app use this)."""
+        """The same, with every setting taken from the config (CLI, API and app use this). The
+        model's classes must match ACTIVE_CLASSES (``check_classes``), so that a model for other
+        classes is not used by mistake, unless a shipped model is named: it brings its own."""
+        named = path if path is not None else cfg.model_path
+        check_classes = check_classes and (named is None or str(named) not in SHIPPED_MODELS)
         return cls.from_path(
             path if path is not None else default_model_path(cfg),
             detector=detector or cfg.detector, detector_path=cfg.yunet_path,
