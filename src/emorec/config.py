@@ -120,6 +120,7 @@ class TrainConfig:
     batch_size: int = 64
     balanced_sampling: bool = False  # natural class frequencies won every recipe since m5b
     use_class_weights: bool = False
+    class_weight_power: float = 1.0  # weights = (inverse frequency) ** power; 0.5 is milder
     lr_schedule: str = "cosine"  # cosine | plateau
     weight_decay: float = 1e-4
     monitor: str = "val_acc"  # val_acc | val_macro_f1 | val_loss

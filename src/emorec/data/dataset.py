@@ -144,10 +144,14 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     return _with_soft(data, data_dir, votes) if soft_labels else data
 
 
-def class_weights(counts: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1 (sklearn's 'balanced')."""
+def class_weights(counts: np.ndarray, power: float = 1.0) -> torch.Tensor:
+    """Inverse-frequency weights to ``power``, normalised to mean 1.
+
+    power 1 is sklearn's 'balanced'; 0.5 (square root) is the milder form, for a class
+    twenty times rarer than the largest that full weighting would let dominate.
+    """
     counts = np.maximum(counts.astype(np.float64), 1.0)
-    w = counts.sum() / (len(counts) * counts)
+    w = (counts.sum() / (len(counts) * counts)) ** power
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
