@@ -107,7 +107,8 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
         proc.wait(timeout=timeout)
 
 
-def make_tiny_onnx(path: Path, classes: list[str], img_size: int = 48, grayscale: bool = True) -> Path:
+def make_tiny_onnx(path: Path, classes: list[str], img_size: int = 48, grayscale: bool = True,
+                   source_size: int = 0) -> Path:
     """A real (untrained) ONNX classifier with emorec metadata, built without torch:
     mean pixel of each channel -> linear layer. Logits depend on the input, so tests can
     tell bright from dark images apart."""
@@ -133,7 +134,7 @@ def make_tiny_onnx(path: Path, classes: list[str], img_size: int = 48, grayscale
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     info = ModelInfo(classes=list(classes), img_size=img_size, grayscale=grayscale, face_margin=0.15, backbone="tiny",
-                     version="test")
+                     version="test", source_size=source_size)
     helper.set_model_props(model, {META_KEY: info.to_json()})
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)

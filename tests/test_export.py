@@ -169,3 +169,20 @@ def test_flip_tta_export_gives_a_face_and_its_mirror_one_prediction(trained, tmp
         assert "flip TTA" in get_metadata(path).backbone
     made_by = {o: n.op_type for n in m.graph.node for o in n.output}  # int8: the first conv stays fp32
     assert sum(n.op_type == "Conv" and made_by.get(n.input[0]) == "Div" for n in m.graph.node) == 1
+
+
+def test_export_settings_named_on_the_command_line_replace_the_checkpoints(trained, tmp_path, capsys):
+    from emorec.export import get_metadata
+
+    ckpt = str(Path(trained.models_dir) / "best_model.pt")
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "a.onnx"), "--no-int8",
+                 "--data-dir", str(trained.data_dir)]) == 0
+    cfg = tmp_path / "export.yaml"
+    cfg.write_text("SOURCE_SIZE: 48\nEPOCHS_STAGE2: 99\n")  # a training key here changes nothing
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "b.onnx"), "--no-int8", "--config",
+                 str(cfg), "--set", "FACE_MARGIN=0.1", "--data-dir", str(trained.data_dir)]) == 0
+    capsys.readouterr()
+    a, b = get_metadata(tmp_path / "a.onnx"), get_metadata(tmp_path / "b.onnx")
+    assert (a.source_size, a.face_margin) == (0, trained.face_margin)
+    assert (b.source_size, b.face_margin) == (48, 0.1)
+    assert (b.classes, b.img_size) == (a.classes, a.img_size)

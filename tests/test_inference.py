@@ -398,3 +398,46 @@ def test_a_named_shipped_model_brings_its_classes():
     assert Predictor.from_config(Config(model_path="7class"), detector="none").classes == FER_CLASSES
     with pytest.raises(EmorecError, match="ACTIVE_CLASSES"):
         Predictor.from_config(Config(active_classes=FER_CLASSES), detector="none")
+
+
+def _stripes(size: int) -> np.ndarray:
+    """A sharp face-sized crop: one-pixel stripes, detail no 48 px training face has."""
+    img = np.zeros((size, size), np.uint8)
+    img[:, ::2] = 255
+    img[: size // 2] //= 2
+    return img
+
+
+def test_source_size_softens_large_crops_as_training_faces_were():
+    sharp = _stripes(192)
+    soft = face_to_array(sharp, 96, True, source_size=48)
+    small = cv2.resize(sharp, (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(soft, face_to_array(small, 96, True))  # reduced, then enlarged like FER
+    assert not np.array_equal(soft, face_to_array(sharp, 96, True))
+    # A face no larger than the source size (every FER face) is untouched by it.
+    fer_face = cv2.resize(sharp, (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(face_to_array(fer_face, 96, True, 48), face_to_array(fer_face, 96, True))
+    colour = np.dstack([sharp, sharp[::-1], sharp.T])
+    assert face_to_array(colour, 64, False, 48).shape == (3, 64, 64)
+
+
+def test_predictor_uses_the_source_size_written_in_the_model(tmp_path):
+    from conftest import make_tiny_onnx
+    from emorec.modelfile import ModelInfo
+
+    plain = Predictor.from_path(make_tiny_onnx(tmp_path / "plain.onnx", DEFAULT_CLASSES, img_size=96),
+                                detector="none")
+    soft = Predictor.from_path(make_tiny_onnx(tmp_path / "soft.onnx", DEFAULT_CLASSES, img_size=96, source_size=48),
+                               detector="none")
+    assert (plain.info.source_size, soft.info.source_size) == (0, 48)
+    crop = np.dstack([_stripes(192)] * 3)
+    for pred, size in ((plain, 0), (soft, 48)):
+        fed = []
+        run = pred.predict_arrays
+        pred.predict_arrays = lambda arrays, run=run: fed.append(arrays) or run(arrays)
+        probs = pred.predict_crops([crop])
+        np.testing.assert_array_equal(fed[0][0], face_to_array(crop, 96, True, size))
+        assert probs.shape == (1, len(DEFAULT_CLASSES))
+    # Files written before SOURCE_SIZE existed read as 0 (no reduction).
+    old = '{"classes": ["happy", "sad"], "img_size": 48, "grayscale": true, "face_margin": 0.0}'
+    assert ModelInfo.from_json(old).source_size == 0

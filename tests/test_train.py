@@ -371,3 +371,13 @@ def test_training_never_writes_into_the_shipped_models(capsys):
     assert Config().models_dir == Path("runs/default/models")  # a run folder by default
     assert main(["train", "--set", f"MODELS_DIR={SHIPPED_MODELS_DIR}"]) == 2
     assert "folder of the shipped models" in capsys.readouterr().err
+
+
+def test_class_weight_power_softens_inverse_frequency():
+    from emorec.data.dataset import class_weights
+
+    counts = np.array([7000, 350, 3500])
+    full, root = class_weights(counts).numpy(), class_weights(counts, 0.5).numpy()
+    assert full.mean() == pytest.approx(1) and root.mean() == pytest.approx(1)
+    assert full[1] / full[0] == pytest.approx(20) and root[1] / root[0] == pytest.approx(20 ** 0.5)
+    assert np.allclose(class_weights(counts, 0.0).numpy(), 1.0)

@@ -168,6 +168,7 @@ class ModelOut(BaseModel):
     img_size: int
     grayscale: bool
     face_margin: float
+    source_size: int
     backbone: str
     version: str
     metrics: dict[str, Any]
@@ -329,7 +330,7 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     def model():
         info = get_predictor().info
         return ModelOut(classes=list(info.classes), img_size=info.img_size, grayscale=info.grayscale,
-                        face_margin=info.face_margin, backbone=info.backbone, version=info.version,
+                        face_margin=info.face_margin, source_size=info.source_size, backbone=info.backbone, version=info.version,
                         metrics=dict(info.metrics or {}))
 
     detect_query = Annotated[bool | None, Query(alias="detect", description="find faces first (default true); "

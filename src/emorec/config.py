@@ -170,6 +170,9 @@ class LossConfig:
 @dataclass
 class ExportConfig:  # written into the model file; inference reads it from there
     face_margin: float = 0.0  # YuNet box squared, not grown: matches FER crops (measured: box = 0.98 of a FER face)
+    # Reduce each crop to this size before enlarging it to IMG_SIZE, as the training faces
+    # (FER's 48 px) were: a sharp photo crop then looks like them (0: resize directly).
+    source_size: int = 0
     tta_flip: bool = False  # evaluation: average each face with its mirror image
 
 

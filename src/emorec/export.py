@@ -26,7 +26,7 @@ def model_info(cfg: Config, commit: str, metrics: dict | None = None, members: i
     backbone = cfg.backbone if members == 1 else f"ensemble of {members} {cfg.backbone}"
     backbone += " + flip TTA" if tta_flip else ""
     return ModelInfo(classes=cfg.active_classes, img_size=cfg.img_size, grayscale=cfg.grayscale,
-                     face_margin=cfg.face_margin, backbone=backbone,
+                     face_margin=cfg.face_margin, source_size=cfg.source_size, backbone=backbone,
                      version=f"emorec {__version__} {backbone} {commit}", metrics=metrics or {})
 
 
@@ -125,9 +125,10 @@ def _ort_probs(path: Path, images: np.ndarray) -> np.ndarray:
 
 def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = True, data_dir: Path | None = None,
            calib_count: int = 256, parity_count: int = 1000, metrics_json: Path | None = None,
-           tta_flip: bool = False) -> dict:
+           tta_flip: bool = False, settings: dict | None = None) -> dict:
     """Export ``checkpoint`` (several: their ensemble, see ``model_from_checkpoints``;
-    ``tta_flip``: with the mirror-image average in the graph); returns the parity report
+    ``tta_flip``: with the mirror-image average in the graph; ``settings``: export-section
+    values such as SOURCE_SIZE that replace the checkpoint's); returns the parity report
     (also written beside the model)."""
     import torch
 
@@ -137,6 +138,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
 
     paths = [Path(p) for p in checkpoint] if isinstance(checkpoint, (list, tuple)) else [Path(checkpoint)]
     model, cfg, commits = model_from_checkpoints(paths)
+    if settings:
+        cfg = cfg.with_overrides(settings)
     if tta_flip:
         from emorec.models.ensemble import FlipAverage
 
@@ -159,7 +162,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
                     "tta_flip": tta_flip}
 
     test = load_split(data_dir, "test", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,
-                      max_per_class=max(1, parity_count // cfg.num_classes), seed=cfg.seed, progress=False)
+                      max_per_class=max(1, parity_count // cfg.num_classes), seed=cfg.seed, progress=False,
+                      source_size=cfg.source_size)
     x, y = test.images.numpy(), test.labels.numpy()
     p_torch = predict_probs(model, torch.from_numpy(x))
     p_onnx = _ort_probs(out, x)
@@ -169,7 +173,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
                         "acc_onnx_fp32": float((p_onnx.argmax(1) == y).mean())}
     if int8:
         calib = load_split(data_dir, "train", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,
-                           max_per_class=max(1, calib_count // cfg.num_classes), seed=cfg.seed, progress=False)
+                           max_per_class=max(1, calib_count // cfg.num_classes), seed=cfg.seed, progress=False,
+                           source_size=cfg.source_size)
         q = out.with_name(out.stem + ".int8.onnx")
         quantize_int8(out, q, calib.images.numpy())
         set_metadata(q, info)

@@ -28,6 +28,7 @@ class ModelInfo:
     img_size: int
     grayscale: bool
     face_margin: float  # the crop rule the model was trained for (config FACE_MARGIN, an export setting)
+    source_size: int = 0  # crops reduced to this size first (config SOURCE_SIZE; 0 in older files)
     backbone: str = ""
     version: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)

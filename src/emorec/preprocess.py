@@ -12,14 +12,20 @@ import cv2
 import numpy as np
 
 
-def face_to_array(img: np.ndarray, img_size: int, grayscale: bool) -> np.ndarray:
-    """RGB (H, W, 3) or gray (H, W) uint8 -> (C, img_size, img_size) uint8."""
+def face_to_array(img: np.ndarray, img_size: int, grayscale: bool, source_size: int = 0) -> np.ndarray:
+    """RGB (H, W, 3) or gray (H, W) uint8 -> (C, img_size, img_size) uint8.
+
+    ``source_size``: a face larger than this is first reduced to it, so that a sharp photo
+    crop reaches the model as soft as the small training faces did (0: no such step).
+    """
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if grayscale and img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     elif not grayscale and img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if 0 < source_size < max(img.shape[:2]) and source_size != img_size:
+        img = cv2.resize(img, (source_size, source_size), interpolation=cv2.INTER_AREA)
     h, w = img.shape[:2]
     if (h, w) != (img_size, img_size):
         interp = cv2.INTER_AREA if max(h, w) > img_size else cv2.INTER_LINEAR

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emorec.cli import add_config_arguments, config_from_args, tune_malloc
+from emorec.cli import add_config_arguments, config_from_args, explicit_settings, tune_malloc
 
 
 def add_arguments(p) -> None:
+    p.epilog = ("The model's settings come from its checkpoint; the export keys FACE_MARGIN and SOURCE_SIZE, "
+                "when named by --config or --set, replace the checkpoint's.")
     add_config_arguments(p)
     p.add_argument("--checkpoint", nargs="+", help="trained checkpoint (default: MODELS_DIR/best_model.pt); "
                    "several: one ONNX model averaging their probabilities over the first one's classes")
@@ -33,7 +35,8 @@ def run(args) -> int:
     _check_not_shipped(out, args.force, not args.no_int8)
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
     r = export(ckpt, out, int8=not args.no_int8,
-               data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip)
+               data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip,
+               settings=explicit_settings(args, "export"))
     par = r["parity"]
     print(f"wrote {r['onnx']} ({r['size_mb']} MB)")
     print(f"parity on {par['images']} test faces: max |dprob| {par['max_abs_prob_diff']:.2e}, "

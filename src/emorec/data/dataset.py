@@ -95,9 +95,9 @@ def _with_soft(data: SplitData, data_dir: Path, votes: dict[str, list[float]]) -
 
 def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, grayscale: bool,
                cache_dir: Path | None = None, max_per_class: int | None = None, seed: int = 0,
-               progress: bool = True, soft_labels: bool = False) -> SplitData:
-    """Decode (or read from the cache) one split; with ``soft_labels`` also attach the
-    per-image soft targets from ``<data_dir>/votes.csv``."""
+               progress: bool = True, soft_labels: bool = False, source_size: int = 0) -> SplitData:
+    """Decode (or read from the cache) one split as ``face_to_array`` makes model inputs; with
+    ``soft_labels`` also attach the per-image soft targets from ``<data_dir>/votes.csv``."""
     votes = read_votes(data_dir, classes) if soft_labels else None  # fail before the slow decode
     paths, labels = list_split(data_dir, split, classes)
     keep = _subsample(labels, max_per_class, seed)
@@ -108,6 +108,8 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     # Labels are cached too, and they index ``classes``: the same files under another class
     # list (e.g. an 8-class model on a 7-class split) must not reuse them.
     key.update(f"{img_size}|{grayscale}|{','.join(classes)}|".encode())
+    if source_size:
+        key.update(f"source {source_size}|".encode())
     for p in paths:
         try:
             st = p.stat()
@@ -127,7 +129,7 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     ok = np.ones(len(paths), dtype=bool)
     for i, p in enumerate(tqdm(paths, desc=f"decode {split}", unit="img", disable=not progress, leave=False)):
         try:
-            images[i] = face_to_array(read_image(p), img_size, grayscale)
+            images[i] = face_to_array(read_image(p), img_size, grayscale, source_size)
         except EmorecError as e:
             ok[i] = False
             log.warning("skipped %s", e)

@@ -27,6 +27,7 @@ class Scorer:
     grayscale: bool
     probs: Callable[[np.ndarray, int, bool], np.ndarray]
     extra: dict = field(default_factory=dict)
+    source_size: int = 0  # the model file's SOURCE_SIZE: its inputs are made with it
 
 
 def load_model(path: Path) -> Scorer:
@@ -37,18 +38,17 @@ def load_model(path: Path) -> Scorer:
         pred = Predictor.from_path(path, detector="none")
 
         def probs_onnx(x: np.ndarray, batch_size: int, tta_flip: bool) -> np.ndarray:
-            x = x.transpose(0, 2, 3, 1)  # crops as images: (S, S, C)
             out = []
             for i in range(0, len(x), batch_size):
-                crops = list(x[i:i + batch_size])
-                p = pred.predict_crops(crops)
+                batch = x[i:i + batch_size]
+                p = pred.predict_arrays(batch)
                 if tta_flip:
-                    p = (p + pred.predict_crops([np.ascontiguousarray(c[:, ::-1]) for c in crops])) / 2
+                    p = (p + pred.predict_arrays(np.ascontiguousarray(batch[..., ::-1]))) / 2
                 out.append(p)
             return np.concatenate(out)
 
         info = pred.info
-        return Scorer(info.classes, info.img_size, info.grayscale, probs_onnx)
+        return Scorer(info.classes, info.img_size, info.grayscale, probs_onnx, source_size=info.source_size)
 
     import torch
 
@@ -58,7 +58,8 @@ def load_model(path: Path) -> Scorer:
     ckpt = load_checkpoint(path)
     model, mcfg = model_from_checkpoint(ckpt)
     probs_torch = lambda x, batch_size, tta_flip: predict_probs(model, torch.from_numpy(x), batch_size, tta_flip)
-    return Scorer(mcfg.active_classes, mcfg.img_size, mcfg.grayscale, probs_torch, {"commit": ckpt.get("commit")})
+    return Scorer(mcfg.active_classes, mcfg.img_size, mcfg.grayscale, probs_torch, {"commit": ckpt.get("commit")},
+                  source_size=mcfg.source_size)
 
 
 def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: Path | None = None,
@@ -72,7 +73,8 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
     tta = cfg.tta_flip if tta_flip is None else tta_flip
     scorer = load_model(model_path)
     classes = scorer.classes
-    data = load_split(cfg.data_dir, split, classes, scorer.img_size, scorer.grayscale, cfg.cache_dir)
+    data = load_split(cfg.data_dir, split, classes, scorer.img_size, scorer.grayscale, cfg.cache_dir,
+                      source_size=scorer.source_size)
     t0 = time.perf_counter()
     probs = scorer.probs(data.images.numpy(), batch_size, tta)
     seconds = time.perf_counter() - t0

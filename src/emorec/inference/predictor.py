@@ -104,7 +104,12 @@ class Predictor:
         """Face images (any size, RGB or gray) -> (N, K) class probabilities."""
         if not crops:
             return np.zeros((0, len(self.info.classes)), np.float32)
-        arrays = np.stack([face_to_array(c, self.info.img_size, self.info.grayscale) for c in crops])
+        info = self.info
+        return self.predict_arrays(np.stack([face_to_array(c, info.img_size, info.grayscale, info.source_size)
+                                             for c in crops]))
+
+    def predict_arrays(self, arrays: np.ndarray) -> np.ndarray:
+        """Model inputs already made by ``face_to_array`` (uint8 (N, C, S, S)) -> (N, K) probabilities."""
         return session_probs(self._sess, arrays)
 
     def predict(self, images: list[np.ndarray], detect: bool = True) -> list[list[Face]]:
