@@ -186,3 +186,27 @@ def test_export_settings_named_on_the_command_line_replace_the_checkpoints(train
     assert (a.source_size, a.face_margin) == (0, trained.face_margin)
     assert (b.source_size, b.face_margin) == (48, 0.1)
     assert (b.classes, b.img_size) == (a.classes, a.img_size)
+
+
+def test_export_keeps_only_the_classes_asked_for(trained, tmp_path, capsys):
+    import numpy as np
+
+    from emorec.data.dataset import load_split
+    from emorec.export import _ort_probs, get_metadata
+
+    ckpt = str(Path(trained.models_dir) / "best_model.pt")
+    full, part = tmp_path / "full.onnx", tmp_path / "part.onnx"
+    keep = [trained.active_classes[i] for i in (3, 0, 1)]  # any order
+    common = ["--no-int8", "--data-dir", str(trained.data_dir)]
+    assert main(["export", "--checkpoint", ckpt, "--out", str(full), *common]) == 0
+    assert main(["export", "--checkpoint", ckpt, "--out", str(part), "--classes", ",".join(keep), *common]) == 0
+    assert get_metadata(part).classes == keep and get_metadata(part).metrics == {}
+    x = load_split(Path(trained.data_dir), "test", trained.active_classes, 64, True, trained.cache_dir,
+                   progress=False).images.numpy()[:50]
+    p_full = _ort_probs(full, x)[:, [trained.active_classes.index(c) for c in keep]]
+    np.testing.assert_allclose(_ort_probs(part, x), p_full / p_full.sum(1, keepdims=True), atol=1e-5)
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "x.onnx"), "--classes", "happy,calm",
+                 *common]) == 2
+    err = capsys.readouterr().err
+    assert "calm" in err and "not among the checkpoint's classes" in err and len(err.strip().splitlines()) == 1

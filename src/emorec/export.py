@@ -16,6 +16,7 @@ import numpy as np
 
 from emorec import __version__
 from emorec.config import Config
+from emorec.errors import EmorecError
 from emorec.modelfile import META_KEY, ModelInfo, open_session, session_probs
 from emorec.preprocess import to_float
 from emorec.provenance import portable_path
@@ -125,11 +126,12 @@ def _ort_probs(path: Path, images: np.ndarray) -> np.ndarray:
 
 def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = True, data_dir: Path | None = None,
            calib_count: int = 256, parity_count: int = 1000, metrics_json: Path | None = None,
-           tta_flip: bool = False, settings: dict | None = None) -> dict:
+           tta_flip: bool = False, settings: dict | None = None, classes: list[str] | None = None) -> dict:
     """Export ``checkpoint`` (several: their ensemble, see ``model_from_checkpoints``;
     ``tta_flip``: with the mirror-image average in the graph; ``settings``: export-section
-    values such as SOURCE_SIZE that replace the checkpoint's); returns the parity report
-    (also written beside the model)."""
+    values such as SOURCE_SIZE that replace the checkpoint's; ``classes``: only these of the
+    model's classes, each face's logits of them softmaxed on their own); returns the parity
+    report (also written beside the model)."""
     import torch
 
     from emorec.data.dataset import load_split
@@ -140,6 +142,16 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     model, cfg, commits = model_from_checkpoints(paths)
     if settings:
         cfg = cfg.with_overrides(settings)
+    restricted = bool(classes) and list(classes) != cfg.active_classes
+    if restricted:
+        from emorec.models.ensemble import Ensemble
+
+        unknown = [c for c in classes if c not in cfg.active_classes]
+        if unknown:
+            raise EmorecError(f"cannot keep {', '.join(unknown)}: not among the checkpoint's classes "
+                              f"({', '.join(cfg.active_classes)})")
+        model = Ensemble([model], [cfg.active_classes], list(classes)).eval()
+        cfg = cfg.with_overrides({"active_classes": list(classes)})
     if tta_flip:
         from emorec.models.ensemble import FlipAverage
 
@@ -151,7 +163,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     if metrics_json and Path(metrics_json).is_file():
         m = json.loads(Path(metrics_json).read_text())
         # Embed only metrics measured on this very checkpoint.
-        if len(paths) == 1 and not tta_flip and Path(m.get("model", "")).resolve() == checkpoint.resolve():
+        if len(paths) == 1 and not tta_flip and not restricted \
+                and Path(m.get("model", "")).resolve() == checkpoint.resolve():
             metrics = {k: m[k] for k in METRIC_KEYS if k in m}
     info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=len(paths), tta_flip=tta_flip)
 

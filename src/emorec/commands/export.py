@@ -17,6 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
     p.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image inside "
                    "the model (twice the compute)")
+    p.add_argument("--classes", help="comma-separated: a model of only these of the checkpoint's classes "
+                   "(its logits of them, softmaxed on their own)")
     p.add_argument("--data-dir", help="split used for calibration and parity (default: the checkpoint's)")
     p.add_argument("--metrics", help="metrics.json to embed (default: REPORTS_DIR/metrics.json if present)")
 
@@ -36,7 +38,8 @@ def run(args) -> int:
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
     r = export(ckpt, out, int8=not args.no_int8,
                data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip,
-               settings=explicit_settings(args, "export"))
+               settings=explicit_settings(args, "export"),
+               classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None)
     par = r["parity"]
     print(f"wrote {r['onnx']} ({r['size_mb']} MB)")
     print(f"parity on {par['images']} test faces: max |dprob| {par['max_abs_prob_diff']:.2e}, "
