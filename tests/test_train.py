@@ -234,6 +234,16 @@ def test_init_from_keeps_a_matching_head_and_only_the_backbone_otherwise(trained
     fit(other, show_progress=False)  # trains without ImageNet weights: INIT_FROM replaces them
     assert torch.load(tmp_path / "m3" / "best_model.pt", weights_only=False)["classes"] == ["happy", "sad", "angry"]
 
+    rows = Config.from_dict({**other.to_dict(), "init_head_rows": True})
+    model = create_model("mobilenet_v2", num_classes=3, in_chans=1, pretrained=False)
+    assert "head's rows of happy, sad, angry" in init_weights(model, rows)
+    order = [same.active_classes.index(c) for c in ("happy", "sad", "angry")]
+    assert torch.equal(model.state_dict()["classifier.1.weight"], src["classifier.1.weight"][order])
+    assert torch.equal(model.state_dict()["classifier.1.bias"], src["classifier.1.bias"][order])
+    with pytest.raises(EmorecError, match="no head row for calm"):
+        init_weights(create_model("mobilenet_v2", num_classes=2, in_chans=1, pretrained=False),
+                     Config.from_dict({**rows.to_dict(), "active_classes": ["happy", "calm"]}))
+
     wrong = Config.from_dict({**same.to_dict(), "grayscale": False})
     with pytest.raises(EmorecError, match="cannot initialise"):
         init_weights(create_model("mobilenet_v2", num_classes=5, in_chans=3, pretrained=False), wrong)

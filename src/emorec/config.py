@@ -104,6 +104,9 @@ class ModelConfig:
     # Start from another emorec checkpoint (e.g. trained on other data or classes) instead
     # of ImageNet alone; the classifier is kept only when the classes match.
     init_from: Path | None = None
+    # With INIT_FROM of other classes that include all of ours: start the head from its rows for
+    # our classes (the source model's decisions among them) instead of a fresh head.
+    init_head_rows: bool = False
 
 
 @dataclass

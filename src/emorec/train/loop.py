@@ -254,6 +254,16 @@ def init_weights(model: torch.nn.Module, cfg: Config) -> str:
     same_classes = ckpt["classes"] == cfg.active_classes
     load_state(model, ckpt["model"], f"INIT_FROM {cfg.init_from}", drop_head=not same_classes)
     kept = "all weights" if same_classes else f"backbone only (classes {ckpt['classes']} -> {cfg.active_classes})"
+    if not same_classes and cfg.init_head_rows:
+        missing = [c for c in cfg.active_classes if c not in ckpt["classes"]]
+        if missing:
+            raise EmorecError(f"INIT_HEAD_ROWS: INIT_FROM {cfg.init_from} has no head row for {', '.join(missing)}")
+        rows = [ckpt["classes"].index(c) for c in cfg.active_classes]
+        name = model.pretrained_cfg["classifier"]
+        with torch.no_grad():
+            for part, param in model.get_classifier().named_parameters():
+                param.copy_(ckpt["model"][f"{name}.{part}"][rows])
+        kept = f"backbone and the head's rows of {', '.join(cfg.active_classes)}"
     return f"initialised from {cfg.init_from}: {kept}"
 
 
