@@ -171,36 +171,25 @@ def test_flip_tta_export_gives_a_face_and_its_mirror_one_prediction(trained, tmp
     assert sum(n.op_type == "Conv" and made_by.get(n.input[0]) == "Div" for n in m.graph.node) == 1
 
 
-def test_export_settings_named_on_the_command_line_replace_the_checkpoints(trained, tmp_path, capsys):
-    from emorec.export import get_metadata
-
-    ckpt = str(Path(trained.models_dir) / "best_model.pt")
-    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "a.onnx"), "--no-int8",
-                 "--data-dir", str(trained.data_dir)]) == 0
-    cfg = tmp_path / "export.yaml"
-    cfg.write_text("SOURCE_SIZE: 48\nEPOCHS_STAGE2: 99\n")  # a training key here changes nothing
-    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "b.onnx"), "--no-int8", "--config",
-                 str(cfg), "--set", "FACE_MARGIN=0.1", "--data-dir", str(trained.data_dir)]) == 0
-    capsys.readouterr()
-    a, b = get_metadata(tmp_path / "a.onnx"), get_metadata(tmp_path / "b.onnx")
-    assert (a.source_size, a.face_margin) == (0, trained.face_margin)
-    assert (b.source_size, b.face_margin) == (48, 0.1)
-    assert (b.classes, b.img_size) == (a.classes, a.img_size)
-
-
-def test_export_keeps_only_the_classes_asked_for(trained, tmp_path, capsys):
+def test_export_keeps_the_classes_and_settings_asked_for(exported, trained, tmp_path, capsys):
+    """--classes: only those of the checkpoint's classes; export keys named by --config or --set
+    replace the checkpoint's, other keys there change nothing."""
     import numpy as np
 
     from emorec.data.dataset import load_split
     from emorec.export import _ort_probs, get_metadata
 
     ckpt = str(Path(trained.models_dir) / "best_model.pt")
-    full, part = tmp_path / "full.onnx", tmp_path / "part.onnx"
+    full, part = Path(exported["onnx"]), tmp_path / "part.onnx"  # full: exported with no options
     keep = [trained.active_classes[i] for i in (3, 0, 1)]  # any order
+    cfg = tmp_path / "export.yaml"
+    cfg.write_text("SOURCE_SIZE: 48\nEPOCHS_STAGE2: 99\nIMG_SIZE: 32\n")
     common = ["--no-int8", "--data-dir", str(trained.data_dir)]
-    assert main(["export", "--checkpoint", ckpt, "--out", str(full), *common]) == 0
-    assert main(["export", "--checkpoint", ckpt, "--out", str(part), "--classes", ",".join(keep), *common]) == 0
-    assert get_metadata(part).classes == keep and get_metadata(part).metrics == {}
+    assert main(["export", "--checkpoint", ckpt, "--out", str(part), "--classes", ",".join(keep), "--config", str(cfg),
+                 "--set", "FACE_MARGIN=0.1", *common]) == 0
+    a, b = get_metadata(full), get_metadata(part)
+    assert (a.source_size, a.face_margin, a.classes) == (0, trained.face_margin, trained.active_classes)
+    assert (b.source_size, b.face_margin, b.classes, b.img_size, b.metrics) == (48, 0.1, keep, a.img_size, {})
     x = load_split(Path(trained.data_dir), "test", trained.active_classes, 64, True, trained.cache_dir,
                    progress=False).images.numpy()[:50]
     p_full = _ort_probs(full, x)[:, [trained.active_classes.index(c) for c in keep]]
