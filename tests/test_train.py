@@ -57,6 +57,8 @@ def test_config_layers_yaml_cli_and_profiles(tmp_path):
     ({"det_min_side": 400}, "DET_MIN_SIDE must be in"),
     ({"aug_erase": 1.5}, "AUG_ERASE must be in \\[0, 1\\]"),
     ({"aug_noise": -0.1}, "AUG_NOISE must be in \\[0, 0.5\\]"),
+    ({"source_size": -48}, "SOURCE_SIZE must be in"),
+    ({"class_weight_power": 9}, "CLASS_WEIGHT_POWER must be in"),
 ])
 def test_bad_config_is_one_clear_error(overrides, message):
     with pytest.raises(EmorecError, match=message):

@@ -330,8 +330,8 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     def model():
         info = get_predictor().info
         return ModelOut(classes=list(info.classes), img_size=info.img_size, grayscale=info.grayscale,
-                        face_margin=info.face_margin, source_size=info.source_size, backbone=info.backbone, version=info.version,
-                        metrics=dict(info.metrics or {}))
+                        face_margin=info.face_margin, source_size=info.source_size, backbone=info.backbone,
+                        version=info.version, metrics=dict(info.metrics or {}))
 
     detect_query = Annotated[bool | None, Query(alias="detect", description="find faces first (default true); "
                                                  "false: the whole image is one face")]

@@ -67,6 +67,7 @@ _RANGES = {
     "num_threads": (0, 1024), "max_minutes": (0.0, 10 ** 7), "near_dup_bits": (0, 64),
     "det_score_threshold": (0.0, 1.0), "face_margin": (0.0, 1.0), "min_face_size": (1, 100000),
     "det_max_side": (32, 8192), "det_min_side": (0, 8192), "ort_threads": (0, 1024),
+    "source_size": (0, 1024), "class_weight_power": (0.0, 4.0),
 }
 
 
