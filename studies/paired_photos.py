@@ -1,6 +1,6 @@
 """Is one model really better than another on the same labelled photos? McNemar's exact test on
-the photos one model gets right and the other wrong, each photo through the face detector as
-``emorec evaluate --photos`` scores it (no face found: wrong).
+the photos one model gets right and the other wrong, each model scored by ``emorec evaluate
+--photos`` (detector first; no face found: wrong), paired by the photos' names.
 
     python studies/paired_photos.py OLD.onnx NEW.onnx [--photos ../shared/datasets/muxspace_dev.zip]
 
@@ -8,34 +8,16 @@ Photos of classes either model lacks are left out. Table in studies/paired_photo
 """
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
-import numpy as np
 from scipy.stats import binomtest
 
 from emorec.config import load_config
-from emorec.data.pipeline import label_columns
-from emorec.data.sources import open_sources
-from emorec.imageio import read_image
-from emorec.inference.face import largest_face
-from emorec.inference.predictor import Predictor
+from emorec.evaluation.evaluate import evaluate_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOREC_SHARED", ROOT.parent / "shared"))
-
-
-def right_or_wrong(predictor: Predictor, photos: Path, classes: set[str]) -> np.ndarray:
-    cfg = load_config()
-    ok = []
-    for src in open_sources([str(photos)], label_columns(cfg)):
-        try:
-            for e in src.entries:
-                if e.label in classes:
-                    face = largest_face(predictor.predict([read_image(src.read(e.name), name=e.name)])[0])
-                    ok.append(face is not None and face.label == e.label)
-        finally:
-            src.close()
-    return np.array(ok)
 
 
 def main() -> int:
@@ -44,13 +26,18 @@ def main() -> int:
     ap.add_argument("new", type=Path)
     ap.add_argument("--photos", type=Path, default=SHARED / "datasets" / "muxspace_dev.zip")
     args = ap.parse_args()
-    cfg = load_config()
-    a, b = (Predictor.from_config(cfg, m, check_classes=False) for m in (args.old, args.new))
-    classes = set(a.classes) & set(b.classes)
-    old, new = right_or_wrong(a, args.photos, classes), right_or_wrong(b, args.photos, classes)
-    only_old, only_new = int((old & ~new).sum()), int((new & ~old).sum())
+    right = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, model in enumerate((args.old, args.new)):
+            r = evaluate_photos(load_config(), model, str(args.photos), Path(tmp) / str(i))
+            right.append({photo: label == predicted for photo, label, predicted in r["predictions"]})
+    old, new = right
+    common = sorted(old.keys() & new.keys())  # photos of classes both models know
+    only_old = sum(old[p] and not new[p] for p in common)
+    only_new = sum(new[p] and not old[p] for p in common)
     p = binomtest(min(only_old, only_new), only_old + only_new).pvalue if only_old + only_new else 1.0
-    print(f"| {args.old} | {args.new} | {len(old)} | {old.mean():.1%} | {new.mean():.1%} | {only_old} | {only_new} "
+    acc_old, acc_new = (sum(r[p] for p in common) / len(common) for r in (old, new))
+    print(f"| {args.old} | {args.new} | {len(common)} | {acc_old:.1%} | {acc_new:.1%} | {only_old} | {only_new} "
           f"| {p:.3f} |")
     return 0
 

@@ -90,6 +90,11 @@ def test_whole_photos_are_scored_through_the_detector(tiny_onnx, yunet_path, ima
     cm = np.array(r["confusion_matrix"])
     assert cm.shape == (5, 6) and cm.sum() == 4 and cm[r["classes"].index("angry"), 5] == 1  # "no face" column
     assert (tmp_path / "out" / "confusion_matrix.png").stat().st_size > 1000
+    want = sorted((f"images/{name}", t, e) for (name, _), t, e in zip(rows, truth, expected))
+    assert sorted(r["predictions"]) == want  # photo by photo, "no face" for coffee
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        lines = [tuple(row) for row in csv.reader(f)]
+    assert lines[0] == ("photo", "label", "predicted") and sorted(lines[1:]) == want
     monkeypatch.setenv("EMOREC_YUNET", str(yunet_path))
     assert main(["evaluate", "--photos", str(src), "--model", str(tiny_onnx), "--out", str(tmp_path / "o2")]) == 0
     out = capsys.readouterr().out

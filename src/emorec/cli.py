@@ -42,16 +42,15 @@ def config_from_args(args: argparse.Namespace):
     return load_config(getattr(args, "config", None), overrides)
 
 
-def explicit_settings(args: argparse.Namespace, section: str) -> dict:
-    """The keys of one config section that --config or --set name, with their values
-    (not the defaults): what a command lets replace a checkpoint's own settings."""
+def explicit_settings(args: argparse.Namespace, cfg, section: str) -> dict:
+    """The keys of one config section that --config or --set name, with their values in
+    ``cfg`` (the config those arguments built): what a command lets replace a checkpoint's."""
     from dataclasses import fields
 
     from emorec.config import SECTIONS, parse_overrides, read_config_file
 
     named = set(read_config_file(args.config)) if getattr(args, "config", None) else set()
     named |= {k.lower() for k in parse_overrides(getattr(args, "overrides", None))}
-    cfg = config_from_args(args)
     return {f.name: getattr(cfg, f.name) for f in fields(SECTIONS[section]) if f.name in named}
 
 

@@ -69,5 +69,6 @@ def _photos(cfg, args) -> int:
           f"no face found in {r['no_face']}, {len(r['unreadable'])} unreadable, {r['seconds']:.1f} s)")
     print(f"recall: {recall}")
     out = Path(args.out) if args.out else Path(cfg.reports_dir)
-    print(f"wrote {out / 'metrics.json'}, {out / 'classification_report.txt'}, {out / 'confusion_matrix.png'}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'classification_report.txt'}, {out / 'confusion_matrix.png'}, "
+          f"{out / 'predictions.csv'}")
     return 0

@@ -38,7 +38,7 @@ def run(args) -> int:
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
     r = export(ckpt, out, int8=not args.no_int8,
                data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip,
-               settings=explicit_settings(args, "export"),
+               settings=explicit_settings(args, cfg, "export"),
                classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None)
     par = r["parity"]
     print(f"wrote {r['onnx']} ({r['size_mb']} MB)")

@@ -6,6 +6,7 @@ The numbers published for the shipped ONNX file are measured on that very file, 
 """
 from __future__ import annotations
 
+import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,9 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
 def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | None = None) -> dict:
     """Score labelled whole photos the way ``emorec predict`` sees them: the face detector first,
     then the ONNX model on the largest face. A photo where no face is found counts as an error
-    (column "no face" of the confusion matrix); photos of classes the model lacks are left out."""
+    (column "no face" of the confusion matrix); photos of classes the model lacks are left out.
+    Each photo's answer is written to predictions.csv (photo, label, predicted) and returned
+    under "predictions", so that two models can be compared photo by photo."""
     from emorec.data.pipeline import label_columns
     from emorec.data.sources import open_sources
     from emorec.imageio import read_image
@@ -107,7 +110,7 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
 
     predictor = Predictor.from_config(cfg, model_path, check_classes=False)
     classes = predictor.classes
-    y, pred, no_face, unreadable = [], [], [], []
+    y, pred, names, no_face, unreadable = [], [], [], [], []
     t0 = time.perf_counter()
     for src in open_sources([source], label_columns(cfg)):
         try:
@@ -120,6 +123,7 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
                     unreadable.append(str(err))
                     continue
                 face = largest_face(predictor.predict([img])[0])
+                names.append(e.name)
                 y.append(classes.index(e.label))
                 if face:
                     pred.append(classes.index(face.label))
@@ -142,6 +146,11 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
     result["confusion_matrix"] = cm.tolist()
     header = (f"model: {result['model']}\nphotos: {result['photos']} ({result['n']} faces of the model's classes, "
               f"detector {result['detector']}, no face found in {len(no_face)})\n")
-    write_reports(result, cfg, Path(out_dir or cfg.reports_dir), f"{predictor.model_path.name} on {Path(source).name}",
+    out_dir = Path(out_dir or cfg.reports_dir)
+    write_reports(result, cfg, out_dir, f"{predictor.model_path.name} on {Path(source).name}",
                   header, predicted=[*classes, NO_FACE])
+    named = [*classes, NO_FACE]
+    result["predictions"] = [(n, classes[t], named[p]) for n, t, p in zip(names, y, pred)]
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("photo", "label", "predicted"), *result["predictions"]])
     return result

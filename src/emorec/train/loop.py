@@ -155,7 +155,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
 
         # Balanced sampling already makes classes equally frequent: weights from the
         # *sampled* distribution are then 1, so the two never double-correct.
-        weights = class_weights(counts, cfg.class_weight_power) if cfg.use_class_weights and not cfg.balanced_sampling else None
+        weighted = cfg.use_class_weights and not cfg.balanced_sampling
+        weights = class_weights(counts, cfg.class_weight_power) if weighted else None
         loss_fn = build_loss(cfg.use_focal, cfg.focal_gamma, weights)
         transform = create_transform(**cfg.section("augment"))
         mix = {k: v for k, v in cfg.section("mix").items() if not k.startswith("use_")}
