@@ -242,7 +242,7 @@ def test_init_from_keeps_a_matching_head_and_only_the_backbone_otherwise(trained
     order = [same.active_classes.index(c) for c in ("happy", "sad", "angry")]
     assert torch.equal(model.state_dict()["classifier.1.weight"], src["classifier.1.weight"][order])
     assert torch.equal(model.state_dict()["classifier.1.bias"], src["classifier.1.bias"][order])
-    with pytest.raises(EmorecError, match="no head row for calm"):
+    with pytest.raises(EmorecError, match="INIT_HEAD_ROWS.*has no class calm"):
         init_weights(create_model("mobilenet_v2", num_classes=2, in_chans=1, pretrained=False),
                      Config.from_dict({**rows.to_dict(), "active_classes": ["happy", "calm"]}))
 

@@ -29,6 +29,15 @@ DEFAULT_MODEL = "5class"
 FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
 
+def class_rows(classes: list[str], wanted: list[str], owner: str) -> list[int]:
+    """Where each of ``wanted`` sits in ``classes`` (a model's outputs, a head's rows); a one-line
+    error naming ``owner`` when some are not there."""
+    missing = [c for c in wanted if c not in classes]
+    if missing:
+        raise EmorecError(f"{owner} has no class {', '.join(missing)} (its classes: {', '.join(classes)})")
+    return [classes.index(c) for c in wanted]
+
+
 @dataclass(frozen=True)
 class Profile:
     """What TRAIN_MODE switches: run length, learning rates, fine-tuning depth."""

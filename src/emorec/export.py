@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from emorec import __version__
-from emorec.config import Config
-from emorec.errors import EmorecError
+from emorec.config import Config, class_rows
 from emorec.modelfile import META_KEY, ModelInfo, open_session, session_probs
 from emorec.preprocess import to_float
 from emorec.provenance import portable_path
@@ -146,10 +145,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     if restricted:
         from emorec.models.ensemble import Ensemble
 
-        unknown = [c for c in classes if c not in cfg.active_classes]
-        if unknown:
-            raise EmorecError(f"cannot keep {', '.join(unknown)}: not among the checkpoint's classes "
-                              f"({', '.join(cfg.active_classes)})")
+        class_rows(cfg.active_classes, list(classes), "--classes: the checkpoint")
         model = Ensemble([model], [cfg.active_classes], list(classes)).eval()
         cfg = cfg.with_overrides({"active_classes": list(classes)})
     if tta_flip:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emorec.config import class_rows
 from emorec.errors import EmorecError
 
 
@@ -25,13 +26,9 @@ class Ensemble(nn.Module):
         super().__init__()
         if len(members) != len(member_classes) or not members:
             raise EmorecError("an ensemble needs at least one member, each with its class list")
-        for names in member_classes:
-            missing = [c for c in classes if c not in names]
-            if missing:
-                raise EmorecError(f"ensemble member with classes {names} lacks {', '.join(missing)}")
+        self.index = [class_rows(names, classes, f"ensemble member {i + 1}") for i, names in enumerate(member_classes)]
         self.members = nn.ModuleList(members)
         self.classes = list(classes)
-        self.index = [[names.index(c) for c in classes] for names in member_classes]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = [F.softmax(m(x)[:, idx], dim=1) for m, idx in zip(self.members, self.index)]

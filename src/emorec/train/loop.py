@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from emorec.config import SHIPPED_MODELS_DIR, Config
+from emorec.config import SHIPPED_MODELS_DIR, Config, class_rows
 from emorec.data.dataset import class_weights, epoch_indices, load_split
 from emorec.errors import EmorecError
 from emorec.models import create_model, set_trainable
@@ -256,10 +256,7 @@ def init_weights(model: torch.nn.Module, cfg: Config) -> str:
     load_state(model, ckpt["model"], f"INIT_FROM {cfg.init_from}", drop_head=not same_classes)
     kept = "all weights" if same_classes else f"backbone only (classes {ckpt['classes']} -> {cfg.active_classes})"
     if not same_classes and cfg.init_head_rows:
-        missing = [c for c in cfg.active_classes if c not in ckpt["classes"]]
-        if missing:
-            raise EmorecError(f"INIT_HEAD_ROWS: INIT_FROM {cfg.init_from} has no head row for {', '.join(missing)}")
-        rows = [ckpt["classes"].index(c) for c in cfg.active_classes]
+        rows = class_rows(ckpt["classes"], cfg.active_classes, f"INIT_HEAD_ROWS: INIT_FROM {cfg.init_from}")
         name = model.pretrained_cfg["classifier"]
         with torch.no_grad():
             for part, param in model.get_classifier().named_parameters():
