@@ -1,6 +1,7 @@
 """emorec against face-api.js on labelled whole photos, each through a face detector first.
 
     python benchmarks/photos.py [--photos ../shared/datasets/muxspace_dev.zip] [--model 5class --model M.onnx]
+        [--predictions DIR]  # also each photo's 7-class answer per model and variant, as DIR/*.csv
         [--faceapi DIR]   # DIR: where `npm install @vladmandic/face-api@1.7.15 @tensorflow/tfjs@4.22.0
                           #      @tensorflow/tfjs-backend-wasm@4.22.0` was run (default ../peers_node)
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import json
 import os
 import shlex
@@ -43,18 +45,27 @@ MARGINS = [0.0, 0.1, 0.2]
 
 def load_photos(spec: str):
     [src] = open_sources([spec])
-    photos, labels = [], []
+    photos, labels, names = [], [], []
     try:
         for e in src.entries:
             if e.label in SEVEN:
                 try:
                     photos.append(read_image(src.read(e.name), name=e.name))
                     labels.append(e.label)
+                    names.append(e.name)
                 except EmorecError as err:
                     print(f"skipped: {err}", file=sys.stderr)
     finally:
         src.close()
-    return photos, labels
+    return photos, labels, names
+
+
+def write_predictions(path: Path, names: list[str], labels: list[str], preds: list[dict | None]) -> None:
+    """photo, label, predicted (argmax over the model's classes; "no face"), as emorec evaluate --photos writes."""
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("photo", "label", "predicted"),
+                                 *[(n, lab, max(p, key=p.get) if p else "no face")
+                                   for n, lab, p in zip(names, labels, preds)]])
 
 
 class FaceApi:
@@ -99,8 +110,9 @@ def main() -> int:
     ap.add_argument("--model", action="append", help="emorec model: file or shipped name (default 5class)")
     ap.add_argument("--faceapi", type=Path, default=ROOT.parent / "peers_node")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "photos.md")
+    ap.add_argument("--predictions", type=Path, help="folder for each photo's answer per model and variant (CSV)")
     args = ap.parse_args()
-    photos, labels = load_photos(args.photos)
+    photos, labels, names = load_photos(args.photos)
     runs: list[tuple[str, list[str], list]] = []  # (name, classes, per-photo probs or None)
     yunet_boxes = None
     for spec in args.model or ["5class"]:
@@ -122,6 +134,12 @@ def main() -> int:
         fa.close()
     version = f"face-api.js {fa.version['faceapi']} (tfjs {fa.version['tfjs']}, {fa.version['backend']})"
 
+    if args.predictions:
+        args.predictions.mkdir(parents=True, exist_ok=True)
+        for spec, (_, _, preds) in zip(args.model or ["5class"], runs):
+            write_predictions(args.predictions / f"emorec_{Path(spec).stem}.csv", names, labels, preds)
+        for m, (_, preds) in zip(["whole", *MARGINS], variants):
+            write_predictions(args.predictions / f"faceapi_{m}.csv", names, labels, preds)
     rows = []
     for subset in (FIVE, SEVEN):
         for name, classes, preds in runs:
