@@ -1,0 +1,64 @@
+"""How often do FER2013's labels and FER+'s majority labels agree on the same test faces, and what
+does that allow a model on both at once? FER+ test is FER2013 PrivateTest relabelled; each FER+
+face is matched to the FER2013 face with the nearest pixels (48 px grey, RMS difference; FER2013
+is JPEG and FER+ PNG, so they never match exactly).
+
+    python studies/label_agreement.py data_split_7/test data_split_ferplus7/test
+
+The bound: a model right on every face where the two labels agree and on every face only one set
+has, choosing on the rest which label to follow, for each FER+ accuracy the best FER2013 one.
+Table in studies/label_agreement.md.
+"""
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+EXTS = {".png", ".jpg", ".jpeg"}
+SAME_FACE = 8.0  # RMS grey levels: matched pairs differ by < 2, other faces by ~45
+
+
+def load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTS)
+    pixels = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (48, 48), interpolation=cv2.INTER_AREA)
+              for p in paths]
+    return np.array([p.parent.name for p in paths]), np.stack(pixels).reshape(len(paths), -1).astype(np.float32)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fer2013", type=Path)
+    ap.add_argument("ferplus", type=Path)
+    args = ap.parse_args()
+    (la, a), (lb, b) = load(args.fer2013), load(args.ferplus)
+    d2 = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
+    rms = np.sqrt(np.maximum(d2, 0) / a.shape[1])
+    nearest, dist = rms.argmin(0), rms.min(0)
+    matched = dist < SAME_FACE
+    seen: set[int] = set()
+    for j in np.argsort(dist):  # a FER2013 face copied twice in FER+: the nearest copy is its pair
+        if matched[j] and nearest[j] in seen:
+            matched[j] = False
+        seen.add(int(nearest[j]))
+    agree = la[nearest[matched]] == lb[matched]
+    n_a, n_b, n_agree = len(la), len(lb), int(agree.sum())
+    only_a, only_b = n_a - int(matched.sum()), n_b - int(matched.sum())
+    print(f"{args.fer2013}: {n_a} faces; {args.ferplus}: {n_b} faces, {int(matched.sum())} paired; "
+          f"labels agree on {n_agree} ({n_agree / matched.sum():.1%})\n")
+    print(f"Right on every FER+ label: at most {(n_agree + only_a) / n_a:.1%} on FER2013's; right on every "
+          f"FER2013 label: at most {(n_agree + only_b) / n_b:.1%} on FER+'s.\n")
+    print("| FER+ accuracy at least | best FER2013 accuracy possible |\n|---|---|")
+    for target in (0.80, 0.85, 0.88, 0.90):
+        follow_plus = max(0, int(np.ceil(target * n_b - n_agree - only_b)))
+        print(f"| {target:.0%} | {(n_agree + only_a + (~agree).sum() - follow_plus) / n_a:.1%} |")
+    pairs = collections.Counter(zip(la[nearest[matched]][~agree], lb[matched][~agree])).most_common(6)
+    print("\nMost frequent disagreements (FER2013 label -> FER+ label): "
+          + ", ".join(f"{x} -> {y} {n}" for (x, y), n in pairs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
