@@ -199,3 +199,41 @@ def test_export_keeps_the_classes_and_settings_asked_for(exported, trained, tmp_
                  *common]) == 2
     err = capsys.readouterr().err
     assert "--classes: the checkpoint has no class calm" in err and len(err.strip().splitlines()) == 1
+
+
+def test_mix_exports_one_network_of_mixed_weights(trained, tmp_path, capsys):
+    """--mix W with two checkpoints: one network, (1 - W) x the first's weights + W x the second's
+    (the second's head rows picked by class name); a bad weight or a third checkpoint is one line."""
+    import numpy as np
+    import torch
+
+    from emorec.data.dataset import load_split
+    from emorec.export import _ort_probs, get_metadata
+    from emorec.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    first = Path(trained.models_dir) / "best_model.pt"
+    ckpt = load_checkpoint(first)
+    order = list(reversed(ckpt["classes"]))  # the second names its classes in another order
+    rows = [ckpt["classes"].index(c) for c in order]
+    moved = {k: (v[rows] if k.startswith("classifier.") else v) * 1.5 if v.is_floating_point() else v
+             for k, v in ckpt["model"].items()}
+    second = tmp_path / "second.pt"
+    torch.save({**ckpt, "model": moved, "classes": order, "config": {**ckpt["config"], "active_classes": order}},
+               second)
+    out = tmp_path / "mix.onnx"
+    common = ["--no-int8", "--data-dir", str(trained.data_dir)]
+    assert main(["export", "--checkpoint", str(first), str(second), "--mix", "0.25", "--out", str(out), *common]) == 0
+    want, _ = model_from_checkpoint({**ckpt, "model": {k: v * 1.125 if v.is_floating_point() else v
+                                                       for k, v in ckpt["model"].items()}})
+    x = load_split(Path(trained.data_dir), "test", trained.active_classes, 64, True, trained.cache_dir,
+                   progress=False).images.numpy()[:40]
+    with torch.no_grad():
+        expected = want(torch.from_numpy(x).float() / 255).softmax(1).numpy()
+    np.testing.assert_allclose(_ort_probs(out, x), expected, atol=1e-4)
+    info = get_metadata(out)
+    assert (info.classes, info.backbone) == (trained.active_classes, "mobilenet_v2")
+    capsys.readouterr()
+    for bad in ([str(first), str(second), "--mix", "1.5"], [str(first), str(second), str(first), "--mix", "0.5"]):
+        assert main(["export", "--checkpoint", *bad, "--out", str(tmp_path / "x.onnx"), *common]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("outside [0, 1]" in err or "takes two checkpoints" in err), err

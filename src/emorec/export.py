@@ -125,8 +125,10 @@ def _ort_probs(path: Path, images: np.ndarray) -> np.ndarray:
 
 def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = True, data_dir: Path | None = None,
            calib_count: int = 256, parity_count: int = 1000, metrics_json: Path | None = None,
-           tta_flip: bool = False, settings: dict | None = None, classes: list[str] | None = None) -> dict:
-    """Export ``checkpoint`` (several: their ensemble, see ``model_from_checkpoints``;
+           tta_flip: bool = False, settings: dict | None = None, classes: list[str] | None = None,
+           mix: float | None = None) -> dict:
+    """Export ``checkpoint`` (several: their ensemble; two with ``mix``: one network of their
+    mixed weights; see ``model_from_checkpoints``;
     ``tta_flip``: with the mirror-image average in the graph; ``settings``: export-section
     values such as SOURCE_SIZE that replace the checkpoint's; ``classes``: only these of the
     model's classes, each face's logits of them softmaxed on their own); returns the parity
@@ -138,7 +140,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     from emorec.models.predict import predict_probs
 
     paths = [Path(p) for p in checkpoint] if isinstance(checkpoint, (list, tuple)) else [Path(checkpoint)]
-    model, cfg, commits = model_from_checkpoints(paths)
+    model, cfg, commits = model_from_checkpoints(paths, mix)
     if settings:
         cfg = cfg.with_overrides(settings)
     restricted = bool(classes) and list(classes) != cfg.active_classes
@@ -162,12 +164,13 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
         if len(paths) == 1 and not tta_flip and not restricted \
                 and Path(m.get("model", "")).resolve() == checkpoint.resolve():
             metrics = {k: m[k] for k in METRIC_KEYS if k in m}
-    info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=len(paths), tta_flip=tta_flip)
+    info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=1 if mix is not None else len(paths),
+                      tta_flip=tta_flip)
 
     to_onnx(model, out, in_chans=cfg.in_chans, img_size=cfg.img_size)
     set_metadata(out, info)
     report: dict = {"onnx": portable_path(out), "classes": cfg.active_classes,
-                    "checkpoints": [portable_path(p) for p in paths],
+                    "checkpoints": [portable_path(p) for p in paths], "mix": mix,
                     "tta_flip": tta_flip}
 
     test = load_split(data_dir, "test", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,

@@ -12,6 +12,8 @@ def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--checkpoint", nargs="+", help="trained checkpoint (default: MODELS_DIR/best_model.pt); "
                    "several: one ONNX model averaging their probabilities over the first one's classes")
+    p.add_argument("--mix", type=float, metavar="W", help="with two checkpoints: one network whose weights are "
+                   "(1 - W) x the first's + W x the second's (WiSE-FT), instead of their ensemble")
     p.add_argument("--out", help="ONNX path (default: the checkpoint's, with .onnx; in its run folder)")
     p.add_argument("--force", action="store_true", help="replace a shipped model in models/ (an explicit act)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")
@@ -38,7 +40,7 @@ def run(args) -> int:
     metrics = Path(args.metrics) if args.metrics else Path(cfg.reports_dir) / "metrics.json"
     r = export(ckpt, out, int8=not args.no_int8,
                data_dir=Path(args.data_dir) if args.data_dir else None, metrics_json=metrics, tta_flip=args.tta_flip,
-               settings=explicit_settings(args, cfg, "export"),
+               settings=explicit_settings(args, cfg, "export"), mix=args.mix,
                classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None)
     par = r["parity"]
     print(f"wrote {r['onnx']} ({r['size_mb']} MB)")
