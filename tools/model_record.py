@@ -6,7 +6,8 @@ commit, and what it scores; written as models/<stem>.metrics.json (+ .config.yam
         --photos DIR/metrics.json --command "emorec train --config ..." [--previous-record OLD.json]
 
 RUN_DIR is the run's folder (``models/`` and ``reports/`` inside, as ``emorec train`` leaves
-them); each ``--test`` is the metrics.json that ``emorec evaluate --model MODEL.onnx`` wrote for a
+them; its config, logs and data report are copied); ``--also RUN_DIR`` names each further run the
+model is made of (a weight mix or an ensemble of several checkpoints); each ``--test`` is the metrics.json that ``emorec evaluate --model MODEL.onnx`` wrote for a
 split, ``--photos`` the one of ``emorec evaluate --photos``. Paths are stored relative to the
 repository. The first ``--test`` is the model's headline test result.
 """
@@ -27,6 +28,15 @@ KEEP = ("data_dir", "split", "n", "accuracy", "macro_f1", "per_class", "confusio
         "photos", "detector", "no_face", "model", "commit")
 
 
+def member(run: Path) -> dict:
+    """A run's line in the record: where it is, the commit that trained it, how long, with what."""
+    cfg = yaml.safe_load((run / "models" / "config.yaml").read_text())
+    logs = json.loads((run / "reports" / "training_logs.json").read_text())
+    return {"run": run.name, "commit": logs["commit"], "device": logs.get("device"),
+            "wall_seconds": round(sum(h["train_seconds"] for h in logs["history"])), "seed": cfg["seed"],
+            "classes": cfg["active_classes"], "init_from": cfg.get("init_from")}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
@@ -36,6 +46,7 @@ def main() -> int:
     ap.add_argument("--command", required=True, help="the training command, as run")
     ap.add_argument("--export-json", type=Path, help="emorec export's report (default: beside the fp32 model)")
     ap.add_argument("--selection", help="the adoption rule and what validation said")
+    ap.add_argument("--also", type=Path, action="append", default=[], help="another run the model is made of")
     args = ap.parse_args()
 
     models, reports = args.run_dir / "models", args.run_dir / "reports"
@@ -49,6 +60,7 @@ def main() -> int:
     history = logs["history"]
     best = max(history, key=lambda h: h["val_acc"] if cfg["monitor"] == "val_acc" else h["val_macro_f1"])
     seconds = sum(h["train_seconds"] for h in history)  # training time, validation excluded
+    members = [member(run) for run in [args.run_dir, *args.also]]
 
     stem = args.model.name.split(".")[0] if args.model.resolve().parent == ROOT / "models" else None
     record = {
@@ -65,9 +77,7 @@ def main() -> int:
         "training": {"commit": logs["commit"], "command": args.command, "epochs": len(history),
                      "wall_seconds": round(seconds), "best_val": best["val_acc"], "device": logs.get("device"),
                      "machine": f"{platform.machine()} CPU, {cfg.get('num_threads')} threads",
-                     "members": [{"run": args.run_dir.name, "commit": logs["commit"], "device": logs.get("device"),
-                                  "wall_seconds": round(seconds), "seed": cfg["seed"],
-                                  "classes": cfg["active_classes"]}]},
+                     "members": members},
         "record_commit": git_commit(),
     }
     if args.selection:
