@@ -3,13 +3,14 @@ commit, and what it scores; written as models/<stem>.metrics.json (+ .config.yam
 .training_logs.json, .data_report.json, .json).
 
     python tools/model_record.py RUN_DIR MODEL.onnx --test DIR/metrics.json [--test ...] \
-        --photos DIR/metrics.json --command "emorec train --config ..." [--previous-record OLD.json]
+        --photos DIR/metrics.json --command "emorec train --config ..." [--also RUN_DIR ...]
 
 RUN_DIR is the run's folder (``models/`` and ``reports/`` inside, as ``emorec train`` leaves
 them; its config, logs and data report are copied); ``--also RUN_DIR`` names each further run the
-model is made of (a weight mix or an ensemble of several checkpoints); each ``--test`` is the metrics.json that ``emorec evaluate --model MODEL.onnx`` wrote for a
-split, ``--photos`` the one of ``emorec evaluate --photos``. Paths are stored relative to the
-repository. The first ``--test`` is the model's headline test result.
+model is made of (a weight mix, an ensemble); each ``--test`` is the metrics.json that
+``emorec evaluate --model MODEL.onnx`` wrote for a split, ``--photos`` the one of
+``emorec evaluate --photos``. Paths are stored relative to the repository. The first ``--test``
+is the model's headline test result.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ class Ensemble(nn.Module):
         super().__init__()
         if len(members) != len(member_classes) or not members:
             raise EmorecError("an ensemble needs at least one member, each with its class list")
-        self.index = [class_rows(names, classes, f"ensemble member {i + 1}") for i, names in enumerate(member_classes)]
+        self.index = [class_rows(names, classes, f"ensemble member {i + 1}")
+                      for i, names in enumerate(member_classes)]
         self.members = nn.ModuleList(members)
         self.classes = list(classes)
 
