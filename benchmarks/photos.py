@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import json
 import os
 import shlex
@@ -29,6 +28,8 @@ from sklearn.metrics import f1_score
 
 from emorec.data.sources import open_sources
 from emorec.errors import EmorecError
+from emorec.evaluation.evaluate import write_predictions
+from emorec.evaluation.metrics import NO_FACE
 from emorec.imageio import read_image
 from emorec.inference.predictor import Predictor
 from emorec.inference.face import largest_face
@@ -60,12 +61,9 @@ def load_photos(spec: str):
     return photos, labels, names
 
 
-def write_predictions(path: Path, names: list[str], labels: list[str], preds: list[dict | None]) -> None:
-    """photo, label, predicted (argmax over the model's classes; "no face"), as emorec evaluate --photos writes."""
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([("photo", "label", "predicted"),
-                                 *[(n, lab, max(p, key=p.get) if p else "no face")
-                                   for n, lab, p in zip(names, labels, preds)]])
+def answers(names: list[str], labels: list[str], preds: list[dict | None]) -> list[tuple[str, str, str]]:
+    """Each photo's argmax over the model's classes (NO_FACE when none was found)."""
+    return [(n, lab, max(p, key=p.get) if p else NO_FACE) for n, lab, p in zip(names, labels, preds)]
 
 
 class FaceApi:
@@ -137,9 +135,9 @@ def main() -> int:
     if args.predictions:
         args.predictions.mkdir(parents=True, exist_ok=True)
         for spec, (_, _, preds) in zip(args.model or ["5class"], runs):
-            write_predictions(args.predictions / f"emorec_{Path(spec).stem}.csv", names, labels, preds)
+            write_predictions(args.predictions / f"emorec_{Path(spec).stem}.csv", answers(names, labels, preds))
         for m, (_, preds) in zip(["whole", *MARGINS], variants):
-            write_predictions(args.predictions / f"faceapi_{m}.csv", names, labels, preds)
+            write_predictions(args.predictions / f"faceapi_{m}.csv", answers(names, labels, preds))
     rows = []
     for subset in (FIVE, SEVEN):
         for name, classes, preds in runs:

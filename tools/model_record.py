@@ -34,7 +34,8 @@ def member(run: Path) -> dict:
     cfg = yaml.safe_load((run / "models" / "config.yaml").read_text())
     logs = json.loads((run / "reports" / "training_logs.json").read_text())
     return {"run": run.name, "commit": logs["commit"], "device": logs.get("device"),
-            "wall_seconds": round(sum(h["train_seconds"] for h in logs["history"])), "seed": cfg["seed"],
+            "wall_seconds": round(sum(h["train_seconds"] for h in logs["history"])),  # validation excluded
+            "seed": cfg["seed"],
             "classes": cfg["active_classes"], "init_from": cfg.get("init_from")}
 
 
@@ -60,7 +61,6 @@ def main() -> int:
     photos = [json.loads(p.read_text()) for p in args.photos]
     history = logs["history"]
     best = max(history, key=lambda h: h["val_acc"] if cfg["monitor"] == "val_acc" else h["val_macro_f1"])
-    seconds = sum(h["train_seconds"] for h in history)  # training time, validation excluded
     members = [member(run) for run in [args.run_dir, *args.also]]
 
     stem = args.model.name.split(".")[0] if args.model.resolve().parent == ROOT / "models" else None
@@ -76,7 +76,7 @@ def main() -> int:
         "model_info": export.get("model_info"),
         "config": cfg,
         "training": {"commit": logs["commit"], "command": args.command, "epochs": len(history),
-                     "wall_seconds": round(seconds), "best_val": best["val_acc"], "device": logs.get("device"),
+                     "wall_seconds": members[0]["wall_seconds"], "best_val": best["val_acc"], "device": logs.get("device"),
                      "machine": f"{platform.machine()} CPU, {cfg.get('num_threads')} threads",
                      "members": members},
         "record_commit": git_commit(),

@@ -151,6 +151,12 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
                   header, predicted=[*classes, NO_FACE])
     named = [*classes, NO_FACE]
     result["predictions"] = [(n, classes[t], named[p]) for n, t, p in zip(names, y, pred)]
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("photo", "label", "predicted"), *result["predictions"]])
+    write_predictions(out_dir / "predictions.csv", result["predictions"])
     return result
+
+
+def write_predictions(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Each photo's answer, (photo, label, predicted; NO_FACE when no face was found), as a CSV
+    that two runs can be paired by (studies/paired_photos.py, studies/photo_sources.py)."""
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("photo", "label", "predicted"), *rows])

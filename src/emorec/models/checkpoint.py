@@ -93,34 +93,35 @@ def model_from_checkpoint(ckpt: dict[str, Any]):
     return model, cfg
 
 
-def mix_checkpoints(first: dict[str, Any], second: dict[str, Any], weight: float) -> dict[str, Any]:
-    """One network from two of the same architecture: (1 - weight) x the first's weights + weight x
-    the second's, BatchNorm statistics included. A fine-tuned network mixed with the one it started
-    from often holds up better on unseen data than either (WiSE-FT, Wortsman et al. 2022). Config
-    and classes are the first's; the second's head rows for those classes are used."""
+def mixed_model(first: dict[str, Any], second: dict[str, Any], weight: float):
+    """One network from two checkpoints of the same architecture: (1 - weight) x the first's weights
+    + weight x the second's, BatchNorm statistics included. A fine-tuned network mixed with the one
+    it started from often holds up better on unseen data than either (WiSE-FT, Wortsman et al.
+    2022). Config and classes are the first's; the second's head rows for those classes are used.
+    Returns (model, config) as ``model_from_checkpoint`` does."""
     from emorec.config import Config, class_rows
-    from emorec.models import create_model
 
     if not 0.0 <= weight <= 1.0:
         raise EmorecError(f"mix weight {weight:g} is outside [0, 1]")
-    cfg, other = Config.from_dict(first["config"]), Config.from_dict(second["config"])
+    model, cfg = model_from_checkpoint(first)
+    other = Config.from_dict(second["config"])
     if (other.backbone, other.in_chans, other.img_size) != (cfg.backbone, cfg.in_chans, cfg.img_size):
         raise EmorecError(f"cannot mix a {other.backbone} ({other.img_size} px, {other.in_chans} channel) into a "
                           f"{cfg.backbone} ({cfg.img_size} px, {cfg.in_chans} channel)")
     rows = class_rows(second["classes"], first["classes"], "the second checkpoint")
-    net = create_model(cfg.backbone, num_classes=1, in_chans=cfg.in_chans, pretrained=False)
-    head = net.pretrained_cfg["classifier"]
+    head = model.pretrained_cfg["classifier"] + "."
     state = {}
     for key, a in first["model"].items():
-        b = second["model"][key][rows] if key.startswith(head + ".") else second["model"][key]
+        b = second["model"][key][rows] if key.startswith(head) else second["model"][key]
         state[key] = (1.0 - weight) * a + weight * b if a.is_floating_point() else a
-    return {**first, "model": state}
+    model.load_state_dict(state)
+    return model.eval(), cfg
 
 
 def model_from_checkpoints(paths: list[Path], mix: float | None = None):
     """One checkpoint -> its model; several -> their ``Ensemble`` over the first one's
     classes (the others must know those classes and share its input size and colour);
-    ``mix``: two checkpoints -> one network of their mixed weights (``mix_checkpoints``).
+    ``mix``: two checkpoints -> one network of their mixed weights (``mixed_model``).
     Returns (model, config of the first, commits of all)."""
     from emorec.models.ensemble import Ensemble
 
@@ -129,7 +130,7 @@ def model_from_checkpoints(paths: list[Path], mix: float | None = None):
     if mix is not None:
         if len(ckpts) != 2:
             raise EmorecError(f"a weight mix takes two checkpoints, got {len(ckpts)}")
-        return (*model_from_checkpoint(mix_checkpoints(ckpts[0], ckpts[1], mix)), commits)
+        return (*mixed_model(ckpts[0], ckpts[1], mix), commits)
     built = [model_from_checkpoint(c) for c in ckpts]
     model, cfg = built[0]
     if len(built) == 1:
