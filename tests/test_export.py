@@ -15,7 +15,7 @@ def exported(trained, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     return export(Path(trained.models_dir) / "best_model.pt", out, int8=True, data_dir=Path(trained.data_dir),
-                  calib_count=100, parity_count=150)
+                  settings={"int8_calib_images": 100}, parity_count=150)
 
 
 def test_onnx_matches_torch_on_real_test_faces(exported):
@@ -113,7 +113,8 @@ def test_several_checkpoints_export_as_one_ensemble_model(trained, tmp_path):
     torch.save({**ckpt, "model": m7.state_dict(), "config": cfg7.to_dict(), "classes": FER_CLASSES}, p7)
 
     rep = export([Path(trained.models_dir) / "best_model.pt", p7], tmp_path / "ens.onnx", int8=True,
-                 data_dir=Path(trained.data_dir), calib_count=50, parity_count=60)
+                 data_dir=Path(trained.data_dir), settings={"int8_calib_images": 50},
+                 parity_count=60)
     assert rep["classes"] == trained.active_classes and len(rep["checkpoints"]) == 2
     assert rep["parity"]["max_abs_prob_diff"] < 1e-4 and rep["parity"]["top1_agreement"] == 1.0
     model = onnx.load(rep["int8"]["onnx"])
@@ -237,3 +238,28 @@ def test_mix_exports_one_network_of_mixed_weights(trained, tmp_path, capsys):
         assert main(["export", "--checkpoint", *bad, "--out", str(tmp_path / "x.onnx"), *common]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and ("outside [0, 1]" in err or "takes two checkpoints" in err), err
+
+
+def test_int8_ranges_come_from_the_configured_calibration(exported, trained, tmp_path, capfd):
+    import onnx
+    from onnx import numpy_helper
+
+    from emorec.data.dataset import load_split
+    from emorec.export import quantize_int8
+
+    q = exported["int8"]
+    assert q["calibration"] == "percentile" and 0 < q["calib_images"] <= 100  # the export default, the setting's count
+    faces = load_split(Path(trained.data_dir), "train", trained.active_classes, 64, True, max_per_class=20,
+                       progress=False).images.numpy()
+
+    def scales(method):
+        model = onnx.load(str(quantize_int8(Path(exported["onnx"]), tmp_path / f"{method}.onnx", faces, method)))
+        return {t.name: float(numpy_helper.to_array(t)) for t in model.graph.initializer
+                if t.name.endswith("_scale") and not t.dims}
+
+    minmax, percentile = scales("minmax"), scales("percentile")
+    assert minmax.keys() == percentile.keys() and minmax != percentile  # the method, not a no-op, sets the ranges
+    ckpt = str(Path(trained.models_dir) / "best_model.pt")
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "e.onnx"), "--set", "INT8_CALIBRATION=entropy"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert "INT8_CALIBRATION must be one of percentile, minmax" in err and len(err.splitlines()) == 1

@@ -63,6 +63,7 @@ PROFILES: dict[str, Profile] = {
 
 
 MONITORS = ("val_macro_f1", "val_acc", "val_loss")
+INT8_CALIBRATIONS = ("percentile", "minmax")
 # Closed ranges of numeric keys: a value outside is a typo, caught when the config is built
 # (IMG_SIZE=100000 would try to allocate tens of GiB; DROPOUT=5 fails deep inside torch).
 _RANGES = {
@@ -76,7 +77,7 @@ _RANGES = {
     "num_threads": (0, 1024), "max_minutes": (0.0, 10 ** 7), "near_dup_bits": (0, 64),
     "det_score_threshold": (0.0, 1.0), "face_margin": (0.0, 1.0), "min_face_size": (1, 100000),
     "det_max_side": (32, 8192), "det_min_side": (0, 8192), "ort_threads": (0, 1024),
-    "source_size": (0, 1024), "class_weight_power": (0.0, 4.0),
+    "source_size": (0, 1024), "class_weight_power": (0.0, 4.0), "int8_calib_images": (16, 100000),
 }
 
 
@@ -181,12 +182,16 @@ class LossConfig:
 
 
 @dataclass
-class ExportConfig:  # written into the model file; inference reads it from there
+class ExportConfig:  # face_margin and source_size are written into the model file; inference reads them there
     face_margin: float = 0.0  # YuNet box squared, not grown: matches FER crops (measured: box = 0.98 of a FER face)
     # Reduce each crop to this size before enlarging it to IMG_SIZE, as the training faces
     # (FER's 48 px) were: a sharp photo crop then looks like them (0: resize directly).
     source_size: int = 0
     tta_flip: bool = False  # evaluation: average each face with its mirror image
+    # Static int8 activation ranges from the calibration faces: percentile (99.999th, outliers
+    # clipped) answers as the fp32 file does more often than minmax (studies/int8_agreement.md).
+    int8_calibration: str = "percentile"  # percentile | minmax
+    int8_calib_images: int = 1024  # training faces the int8 ranges are calibrated on
 
 
 @dataclass
@@ -245,6 +250,8 @@ class Config(InferConfig, ExportConfig, LossConfig, MixConfig, AugmentConfig, Tr
         self.active_classes = classes
         if self.lr_schedule not in ("cosine", "plateau"):
             raise EmorecError(f"LR_SCHEDULE must be 'cosine' or 'plateau', got {self.lr_schedule!r}")
+        if self.int8_calibration not in INT8_CALIBRATIONS:
+            raise EmorecError(f"INT8_CALIBRATION must be one of {', '.join(INT8_CALIBRATIONS)}, got {self.int8_calibration!r}")
         if self.detector not in ("yunet", "haar", "none"):
             raise EmorecError(f"DETECTOR must be yunet, haar or none, got {self.detector!r}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:

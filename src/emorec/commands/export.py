@@ -7,8 +7,8 @@ from emorec.cli import add_config_arguments, config_from_args, explicit_settings
 
 
 def add_arguments(p) -> None:
-    p.epilog = ("The model's settings come from its checkpoint; the export keys FACE_MARGIN and SOURCE_SIZE, "
-                "when named by --config or --set, replace the checkpoint's.")
+    p.epilog = ("The model's settings come from its checkpoint; the export keys (FACE_MARGIN, SOURCE_SIZE, "
+                "INT8_CALIBRATION, INT8_CALIB_IMAGES), when named by --config or --set, replace the checkpoint's.")
     add_config_arguments(p)
     p.add_argument("--checkpoint", nargs="+", help="trained checkpoint (default: MODELS_DIR/best_model.pt); "
                    "several: one ONNX model averaging their probabilities over the first one's classes")
