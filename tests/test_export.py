@@ -204,7 +204,8 @@ def test_export_keeps_the_classes_and_settings_asked_for(exported, trained, tmp_
 
 def test_mix_exports_one_network_of_mixed_weights(trained, tmp_path, capsys):
     """--mix W with two checkpoints: one network, (1 - W) x the first's weights + W x the second's
-    (the second's head rows picked by class name); a bad weight or a third checkpoint is one line."""
+    (the second's head rows picked by class name); one W per checkpoint: their weighted sum; bad
+    weights are one line."""
     import numpy as np
     import torch
 
@@ -234,10 +235,18 @@ def test_mix_exports_one_network_of_mixed_weights(trained, tmp_path, capsys):
     info = get_metadata(out)
     assert (info.classes, info.backbone) == (trained.active_classes, "mobilenet_v2")
     capsys.readouterr()
-    for bad in ([str(first), str(second), "--mix", "1.5"], [str(first), str(second), str(first), "--mix", "0.5"]):
+    # one weight per checkpoint (a soup): 1/2 first + 1/4 second + 1/4 first = 1.125 x first again
+    soup = tmp_path / "soup.onnx"
+    assert main(["export", "--checkpoint", str(first), str(second), str(first), "--mix", "0.5", "0.25", "0.25",
+                 "--out", str(soup), *common]) == 0
+    np.testing.assert_allclose(_ort_probs(soup, x), expected, atol=1e-4)
+    capsys.readouterr()
+    for bad, says in (([str(first), str(second), "--mix", "1.5"], "outside [0, 1]"),
+                      ([str(first), str(second), str(first), "--mix", "0.5"], "one weight per checkpoint"),
+                      ([str(first), str(second), "--mix", "0.5", "0.6"], "sum to 1.1")):
         assert main(["export", "--checkpoint", *bad, "--out", str(tmp_path / "x.onnx"), *common]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and ("outside [0, 1]" in err or "takes two checkpoints" in err), err
+        assert len(err.splitlines()) == 1 and says in err, err
 
 
 def test_int8_ranges_come_from_the_configured_calibration(exported, trained, tmp_path, capfd):

@@ -127,8 +127,8 @@ def _ort_probs(path: Path, images: np.ndarray) -> np.ndarray:
 def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = True, data_dir: Path | None = None,
            parity_count: int = 1000, metrics_json: Path | None = None,
            tta_flip: bool = False, settings: dict | None = None, classes: list[str] | None = None,
-           mix: float | None = None) -> dict:
-    """Export ``checkpoint`` (several: their ensemble; two with ``mix``: one network of their
+           mix: float | list[float] | None = None) -> dict:
+    """Export ``checkpoint`` (several: their ensemble; with ``mix``: one network of their
     mixed weights; see ``model_from_checkpoints``;
     ``tta_flip``: with the mirror-image average in the graph; ``settings``: export-section
     values such as SOURCE_SIZE that replace the checkpoint's; ``classes``: only these of the
@@ -137,7 +137,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     import torch
 
     from emorec.data.dataset import load_split
-    from emorec.models.checkpoint import model_from_checkpoints
+    from emorec.models.checkpoint import mix_weights, model_from_checkpoints
     from emorec.models.predict import predict_probs
 
     paths = [Path(p) for p in checkpoint] if isinstance(checkpoint, (list, tuple)) else [Path(checkpoint)]
@@ -171,7 +171,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     to_onnx(model, out, in_chans=cfg.in_chans, img_size=cfg.img_size)
     set_metadata(out, info)
     report: dict = {"onnx": portable_path(out), "classes": cfg.active_classes,
-                    "checkpoints": [portable_path(p) for p in paths], "mix": mix,
+                    "checkpoints": [portable_path(p) for p in paths],
+                    "mix": None if mix is None else mix_weights(mix, len(paths)),
                     "tta_flip": tta_flip}
 
     test = load_split(data_dir, "test", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,

@@ -12,8 +12,9 @@ def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--checkpoint", nargs="+", help="trained checkpoint (default: MODELS_DIR/best_model.pt); "
                    "several: one ONNX model averaging their probabilities over the first one's classes")
-    p.add_argument("--mix", type=float, metavar="W", help="with two checkpoints: one network whose weights are "
-                   "(1 - W) x the first's + W x the second's (WiSE-FT), instead of their ensemble")
+    p.add_argument("--mix", type=float, nargs="+", metavar="W", help="one network of the checkpoints' weights "
+                   "mixed, instead of their ensemble: with two checkpoints and one W, (1 - W) x the first's + W x "
+                   "the second's (WiSE-FT); otherwise one W per checkpoint, summing to 1 (a model soup)")
     p.add_argument("--out", help="ONNX path (default: the checkpoint's, with .onnx; in its run folder)")
     p.add_argument("--force", action="store_true", help="replace a shipped model in models/ (an explicit act)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 model")

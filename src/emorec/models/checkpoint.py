@@ -93,44 +93,61 @@ def model_from_checkpoint(ckpt: dict[str, Any]):
     return model, cfg
 
 
-def mixed_model(first: dict[str, Any], second: dict[str, Any], weight: float):
-    """One network from two checkpoints of the same architecture: (1 - weight) x the first's weights
-    + weight x the second's, BatchNorm statistics included. A fine-tuned network mixed with the one
-    it started from often holds up better on unseen data than either (WiSE-FT, Wortsman et al.
-    2022). Config and classes are the first's; the second's head rows for those classes are used.
-    Returns (model, config) as ``model_from_checkpoint`` does."""
+def mix_weights(mix: float | list[float], count: int) -> list[float]:
+    """``--mix``'s values -> one weight per checkpoint: one value W with two checkpoints means
+    (1 - W, W); otherwise one value per checkpoint, each in [0, 1], summing to 1."""
+    values = [float(mix)] if isinstance(mix, (int, float)) else [float(w) for w in mix]
+    bad = [w for w in values if not 0.0 <= w <= 1.0]
+    if bad:
+        raise EmorecError(f"mix weight {bad[0]:g} is outside [0, 1]")
+    if len(values) == 1 and count == 2:
+        return [1.0 - values[0], values[0]]
+    if count < 2 or len(values) != count:
+        raise EmorecError(f"a weight mix takes two checkpoints and one weight, or one weight per checkpoint; "
+                          f"got {count} checkpoints and {len(values)} weights")
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise EmorecError(f"mix weights sum to {sum(values):g}; they must sum to 1")
+    return values
+
+
+def mixed_model(ckpts: list[dict[str, Any]], weights: list[float]):
+    """One network from checkpoints of the same architecture: the weighted sum of their weights,
+    BatchNorm statistics included (``weights`` from ``mix_weights``). A fine-tuned network mixed
+    with the one it started from (WiSE-FT), or runs of one recipe with other seeds (model soups),
+    often hold up better on unseen data than any one of them (Wortsman et al. 2022). Config and
+    classes are the first's; the others' head rows for those classes are used. Returns (model,
+    config) as ``model_from_checkpoint`` does."""
     from emorec.config import Config, class_rows
 
-    if not 0.0 <= weight <= 1.0:
-        raise EmorecError(f"mix weight {weight:g} is outside [0, 1]")
+    first = ckpts[0]
     model, cfg = model_from_checkpoint(first)
-    other = Config.from_dict(second["config"])
-    if (other.backbone, other.in_chans, other.img_size) != (cfg.backbone, cfg.in_chans, cfg.img_size):
-        raise EmorecError(f"cannot mix a {other.backbone} ({other.img_size} px, {other.in_chans} channel) into a "
-                          f"{cfg.backbone} ({cfg.img_size} px, {cfg.in_chans} channel)")
-    rows = class_rows(second["classes"], first["classes"], "the second checkpoint")
     head = model.pretrained_cfg["classifier"] + "."
+    states = [first["model"]]
+    for i, other_ckpt in enumerate(ckpts[1:], start=2):
+        other = Config.from_dict(other_ckpt["config"])
+        if (other.backbone, other.in_chans, other.img_size) != (cfg.backbone, cfg.in_chans, cfg.img_size):
+            raise EmorecError(f"cannot mix a {other.backbone} ({other.img_size} px, {other.in_chans} channel) into a "
+                              f"{cfg.backbone} ({cfg.img_size} px, {cfg.in_chans} channel)")
+        rows = class_rows(other_ckpt["classes"], first["classes"], f"checkpoint {i}")
+        states.append({k: v[rows] if k.startswith(head) else v for k, v in other_ckpt["model"].items()})
     state = {}
     for key, a in first["model"].items():
-        b = second["model"][key][rows] if key.startswith(head) else second["model"][key]
-        state[key] = (1.0 - weight) * a + weight * b if a.is_floating_point() else a
+        state[key] = sum(w * s[key] for w, s in zip(weights, states)) if a.is_floating_point() else a
     model.load_state_dict(state)
     return model.eval(), cfg
 
 
-def model_from_checkpoints(paths: list[Path], mix: float | None = None):
+def model_from_checkpoints(paths: list[Path], mix: float | list[float] | None = None):
     """One checkpoint -> its model; several -> their ``Ensemble`` over the first one's
     classes (the others must know those classes and share its input size and colour);
-    ``mix``: two checkpoints -> one network of their mixed weights (``mixed_model``).
+    ``mix``: one network of their weights mixed (``mix_weights``, ``mixed_model``).
     Returns (model, config of the first, commits of all)."""
     from emorec.models.ensemble import Ensemble
 
     ckpts = [load_checkpoint(p) for p in paths]
     commits = [c.get("commit", "unknown") for c in ckpts]
     if mix is not None:
-        if len(ckpts) != 2:
-            raise EmorecError(f"a weight mix takes two checkpoints, got {len(ckpts)}")
-        return (*mixed_model(ckpts[0], ckpts[1], mix), commits)
+        return (*mixed_model(ckpts, mix_weights(mix, len(ckpts))), commits)
     built = [model_from_checkpoint(c) for c in ckpts]
     model, cfg = built[0]
     if len(built) == 1:
