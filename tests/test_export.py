@@ -269,6 +269,7 @@ def test_int8_ranges_come_from_the_configured_calibration(exported, trained, tmp
     minmax, percentile = scales("minmax"), scales("percentile")
     assert minmax.keys() == percentile.keys() and minmax != percentile  # the method, not a no-op, sets the ranges
     ckpt = str(Path(trained.models_dir) / "best_model.pt")
-    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "e.onnx"), "--set", "INT8_CALIBRATION=entropy"]) == 2
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "e.onnx"),
+                 "--set", "INT8_CALIBRATION=entropy"]) == 2
     err = capfd.readouterr().err.strip()
     assert "INT8_CALIBRATION must be one of percentile, minmax" in err and len(err.splitlines()) == 1

@@ -251,7 +251,8 @@ class Config(InferConfig, ExportConfig, LossConfig, MixConfig, AugmentConfig, Tr
         if self.lr_schedule not in ("cosine", "plateau"):
             raise EmorecError(f"LR_SCHEDULE must be 'cosine' or 'plateau', got {self.lr_schedule!r}")
         if self.int8_calibration not in INT8_CALIBRATIONS:
-            raise EmorecError(f"INT8_CALIBRATION must be one of {', '.join(INT8_CALIBRATIONS)}, got {self.int8_calibration!r}")
+            raise EmorecError(f"INT8_CALIBRATION must be one of {', '.join(INT8_CALIBRATIONS)}, "
+                              f"got {self.int8_calibration!r}")
         if self.detector not in ("yunet", "haar", "none"):
             raise EmorecError(f"DETECTOR must be yunet, haar or none, got {self.detector!r}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:

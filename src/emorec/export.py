@@ -187,8 +187,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
                         "acc_onnx_fp32": float((p_onnx.argmax(1) == y).mean())}
     if int8:
         calib = load_split(data_dir, "train", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,
-                           max_per_class=max(1, cfg.int8_calib_images // cfg.num_classes), seed=cfg.seed, progress=False,
-                           source_size=cfg.source_size)
+                           max_per_class=max(1, cfg.int8_calib_images // cfg.num_classes), seed=cfg.seed,
+                           progress=False, source_size=cfg.source_size)
         q = out.with_name(out.stem + ".int8.onnx")
         quantize_int8(out, q, calib.images.numpy(), cfg.int8_calibration)
         set_metadata(q, info)
