@@ -37,8 +37,9 @@ def main() -> int:
     only_new = sum(new[p] and not old[p] for p in common)
     p = binomtest(min(only_old, only_new), only_old + only_new).pvalue if only_old + only_new else 1.0
     acc_old, acc_new = (sum(r[p] for p in common) / len(common) for r in (old, new))
+    shown = f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
     print(f"| {args.old} | {args.new} | {len(common)} | {acc_old:.1%} | {acc_new:.1%} | {only_old} | {only_new} "
-          f"| {p:.3f} |")
+          f"| {shown} |")
     return 0
 
 
