@@ -29,10 +29,14 @@ KEEP = ("data_dir", "split", "n", "accuracy", "macro_f1", "per_class", "confusio
         "photos", "detector", "no_face", "model", "commit")
 
 
-def member(run: Path) -> dict:
+def read_run(run: Path) -> tuple[dict, dict]:
+    """A run folder's config and training logs, as ``emorec train`` left them."""
+    return (yaml.safe_load((run / "models" / "config.yaml").read_text()),
+            json.loads((run / "reports" / "training_logs.json").read_text()))
+
+
+def member(run: Path, cfg: dict, logs: dict) -> dict:
     """A run's line in the record: where it is, the commit that trained it, how long, with what."""
-    cfg = yaml.safe_load((run / "models" / "config.yaml").read_text())
-    logs = json.loads((run / "reports" / "training_logs.json").read_text())
     return {"run": run.name, "commit": logs["commit"], "device": logs.get("device"),
             "wall_seconds": round(sum(h["train_seconds"] for h in logs["history"])),  # validation excluded
             "seed": cfg["seed"],
@@ -52,8 +56,7 @@ def main() -> int:
     args = ap.parse_args()
 
     models, reports = args.run_dir / "models", args.run_dir / "reports"
-    cfg = yaml.safe_load((models / "config.yaml").read_text())
-    logs = json.loads((reports / "training_logs.json").read_text())
+    cfg, logs = read_run(args.run_dir)
     data_dir = Path(cfg["data_dir"])
     data_report = json.loads((data_dir / "data_report.json").read_text())
     export = json.loads((args.export_json or args.model.with_suffix(".json")).read_text())
@@ -61,7 +64,7 @@ def main() -> int:
     photos = [json.loads(p.read_text()) for p in args.photos]
     history = logs["history"]
     best = max(history, key=lambda h: h["val_acc"] if cfg["monitor"] == "val_acc" else h["val_macro_f1"])
-    members = [member(run) for run in [args.run_dir, *args.also]]
+    members = [member(args.run_dir, cfg, logs), *(member(run, *read_run(run)) for run in args.also)]
 
     stem = args.model.name.split(".")[0] if args.model.resolve().parent == ROOT / "models" else None
     record = {

@@ -141,7 +141,8 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
     from emorec.models.predict import predict_probs
 
     paths = [Path(p) for p in checkpoint] if isinstance(checkpoint, (list, tuple)) else [Path(checkpoint)]
-    model, cfg, commits = model_from_checkpoints(paths, mix)
+    weights = None if mix is None else mix_weights(mix, len(paths))
+    model, cfg, commits = model_from_checkpoints(paths, weights)
     if settings:
         cfg = cfg.with_overrides(settings)
     restricted = bool(classes) and list(classes) != cfg.active_classes
@@ -165,14 +166,14 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
         if len(paths) == 1 and not tta_flip and not restricted \
                 and Path(m.get("model", "")).resolve() == checkpoint.resolve():
             metrics = {k: m[k] for k in METRIC_KEYS if k in m}
-    info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=1 if mix is not None else len(paths),
+    info = model_info(cfg, "+".join(dict.fromkeys(commits)), metrics, members=1 if weights else len(paths),
                       tta_flip=tta_flip)
 
     to_onnx(model, out, in_chans=cfg.in_chans, img_size=cfg.img_size)
     set_metadata(out, info)
     report: dict = {"onnx": portable_path(out), "classes": cfg.active_classes,
                     "checkpoints": [portable_path(p) for p in paths],
-                    "mix": None if mix is None else mix_weights(mix, len(paths)),
+                    "mix": weights,
                     "tta_flip": tta_flip}
 
     test = load_split(data_dir, "test", cfg.active_classes, cfg.img_size, cfg.grayscale, cfg.cache_dir,
