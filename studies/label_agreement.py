@@ -28,21 +28,30 @@ def load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p.parent.name for p in paths]), np.stack(pixels).reshape(len(paths), -1).astype(np.float32)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("fer2013", type=Path)
-    ap.add_argument("ferplus", type=Path)
-    args = ap.parse_args()
-    (la, a), (lb, b) = load(args.fer2013), load(args.ferplus)
-    d2 = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
-    rms = np.sqrt(np.maximum(d2, 0) / a.shape[1])
-    nearest, dist = rms.argmin(0), rms.min(0)
+def pair_faces(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """For each face of ``b`` (rows of pixels), the index of the nearest face of ``a`` and whether it
+    is the same face (RMS difference under SAME_FACE, each face of ``a`` paired at most once)."""
+    sq_a = (a ** 2).sum(1)
+    nearest, dist = np.empty(len(b), np.int64), np.empty(len(b), np.float32)
+    for s in range(0, len(b), chunk):  # chunks keep the distance matrix small
+        d2 = sq_a[:, None] + (b[s:s + chunk] ** 2).sum(1)[None] - 2 * a @ b[s:s + chunk].T
+        nearest[s:s + chunk], dist[s:s + chunk] = d2.argmin(0), np.sqrt(np.maximum(d2.min(0), 0) / a.shape[1])
     matched = dist < SAME_FACE
     seen: set[int] = set()
     for j in np.argsort(dist):  # a FER2013 face copied twice in FER+: the nearest copy is its pair
         if matched[j] and nearest[j] in seen:
             matched[j] = False
         seen.add(int(nearest[j]))
+    return nearest, matched
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fer2013", type=Path)
+    ap.add_argument("ferplus", type=Path)
+    args = ap.parse_args()
+    (la, a), (lb, b) = load(args.fer2013), load(args.ferplus)
+    nearest, matched = pair_faces(a, b)
     agree = la[nearest[matched]] == lb[matched]
     n_a, n_b, n_agree = len(la), len(lb), int(agree.sum())
     only_a, only_b = n_a - int(matched.sum()), n_b - int(matched.sum())
