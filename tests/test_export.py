@@ -273,3 +273,17 @@ def test_int8_ranges_come_from_the_configured_calibration(exported, trained, tmp
                  "--set", "INT8_CALIBRATION=entropy"]) == 2
     err = capfd.readouterr().err.strip()
     assert "INT8_CALIBRATION must be one of percentile, minmax" in err and len(err.splitlines()) == 1
+
+
+def test_int8_calibration_that_would_not_fit_in_memory_is_one_line(trained, tmp_path, capfd, monkeypatch):
+    import emorec.export as ex
+
+    monkeypatch.setattr(ex, "available_bytes", lambda: 10 * 2**20)  # 10 MiB free
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(Path(trained.models_dir) / "best_model.pt"), "--out", str(out),
+                 "--data-dir", str(trained.data_dir), "--set", "INT8_CALIB_IMAGES=50"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "INT8_CALIB_IMAGES" in err and "--no-int8" in err, err
+    assert out.is_file() and not (tmp_path / "m.int8.onnx").exists()
+    one = ex.calibration_bytes(out, 1)
+    assert one > 4 * 64 * 64 and ex.calibration_bytes(out, 50) == 50 * one  # every activation, per face
