@@ -295,3 +295,33 @@ def test_distill_writes_the_teachers_probabilities_as_votes(trained, tmp_path, c
     from emorec.train.loop import fit
 
     assert fit(cfg, show_progress=False)["epochs"] == 1
+
+
+def test_ferplus_votes_study_pairs_faces_by_pixels(tmp_path):
+    """studies/ferplus_votes.py: each FER2013-style JPEG face gets the votes of the FER+ PNG with the
+    same pixels, whatever the two files are called; a face FER+ lacks gets no row."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    faces = [cv2.GaussianBlur(rng.integers(0, 256, (48, 48), dtype=np.uint8), (7, 7), 0) for _ in range(4)]
+    votes = [[0, 8, 0, 2, 0, 0, 0, 0, 0, 0], [1, 0, 0, 9, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 7, 0, 2, 0, 0, 0]]
+    src = tmp_path / "ferplus.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        for i, (face, folder) in enumerate(zip(faces[:3], ["happy", "sad", "angry"])):
+            zf.writestr(f"train/{folder}/fer{i:07d}.png", cv2.imencode(".png", face)[1].tobytes())
+        zf.writestr("train_label_votes.csv", "".join(f"fer{i:07d}.png,\"(0, 0, 48, 48)\",{','.join(map(str, v))}\n"
+                                                     for i, v in enumerate(votes)))
+    split = tmp_path / "split"
+    names = []
+    for i, (face, folder) in enumerate(zip(faces, ["happy", "angry", "angry", "sad"])):  # FER2013's labels
+        names.append(f"train/{folder}/Training_{90 - i}.jpg")
+        (split / names[-1]).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(split / names[-1]), face, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "studies/ferplus_votes.py", str(split), str(src)], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert "FER+ votes for 3 of 4 faces" in run.stdout
+    rows = {r["path"]: {c: int(r[c]) for c in CANONICAL_CLASSES} for r in read_csv(split / "votes.csv")}
+    assert rows == {names[i]: canonical_votes(votes[i]) for i in range(3)}  # the fourth face: FER+ lacks it
