@@ -14,23 +14,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from label_agreement import EXTS, load, pair_faces
+from label_agreement import as_rows, load, pair_faces
 from emorec.data.sources import open_source
-from emorec.data.votes import VOTES_FILE, SourceVotes, parse_votes, write_votes
+from emorec.data.votes import VOTES_FILE, SourceVotes, source_votes, write_votes
 
 
 def ferplus_faces(zip_path: Path, split: str) -> tuple[list[str], np.ndarray, SourceVotes]:
     """File names, 48 px grey pixels (rows) and votes of one split of a FER+ source."""
     source = open_source(str(zip_path), zip_path, "ferplus")
-    votes = SourceVotes()
-    parse_votes(source.read(f"{split}_label_votes.csv").decode("utf-8-sig"), split, split, votes)
-    names, pixels = [], []
-    for entry in source.entries:
-        if entry.split == split:
-            img = cv2.imdecode(np.frombuffer(source.read(entry.name), np.uint8), cv2.IMREAD_GRAYSCALE)
-            names.append(Path(entry.name).name)
-            pixels.append(cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA))
-    return names, np.stack(pixels).reshape(len(pixels), -1).astype(np.float32), votes
+    entries = [e for e in source.entries if e.split == split]
+    faces = [cv2.imdecode(np.frombuffer(source.read(e.name), np.uint8), cv2.IMREAD_GRAYSCALE) for e in entries]
+    return [Path(e.name).name for e in entries], as_rows(faces), source_votes(source)
 
 
 def main() -> int:
@@ -45,8 +39,7 @@ def main() -> int:
         print(f"error: {out} exists; use --force to replace it", file=sys.stderr)
         return 2
     folder = args.data_dir / args.split
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTS)
-    labels, a = load(folder)
+    paths, a = load(folder)
     names, b, votes = ferplus_faces(args.ferplus, args.split)
     nearest, matched = pair_faces(a, b)
     rows, agree = [], 0
@@ -55,7 +48,7 @@ def main() -> int:
         if counts is None:
             continue
         i = nearest[j]
-        agree += max(counts, key=counts.get) == labels[i]
+        agree += max(counts, key=counts.get) == paths[i].parent.name
         rows.append({"path": paths[i].relative_to(args.data_dir).as_posix(), **counts})
     write_votes(out, rows)
     print(f"{out}: FER+ votes for {len(rows)} of {len(paths)} faces of {folder} ({len(b)} FER+ faces); "

@@ -21,11 +21,16 @@ EXTS = {".png", ".jpg", ".jpeg"}
 SAME_FACE = 8.0  # RMS grey levels: matched pairs differ by < 2, other faces by ~45
 
 
-def load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def as_rows(faces: list[np.ndarray]) -> np.ndarray:
+    """Grey faces -> one row of 48 x 48 pixels each, the form ``pair_faces`` compares."""
+    small = [cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA) for f in faces]
+    return np.stack(small).reshape(len(small), -1).astype(np.float32)
+
+
+def load(folder: Path) -> tuple[list[Path], np.ndarray]:
+    """The images under ``folder`` (in class folders) and their pixel rows."""
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTS)
-    pixels = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (48, 48), interpolation=cv2.INTER_AREA)
-              for p in paths]
-    return np.array([p.parent.name for p in paths]), np.stack(pixels).reshape(len(paths), -1).astype(np.float32)
+    return paths, as_rows([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
 
 
 def pair_faces(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +55,8 @@ def main() -> int:
     ap.add_argument("fer2013", type=Path)
     ap.add_argument("ferplus", type=Path)
     args = ap.parse_args()
-    (la, a), (lb, b) = load(args.fer2013), load(args.ferplus)
+    (pa, a), (pb, b) = load(args.fer2013), load(args.ferplus)
+    la, lb = (np.array([p.parent.name for p in paths]) for paths in (pa, pb))
     nearest, matched = pair_faces(a, b)
     agree = la[nearest[matched]] == lb[matched]
     n_a, n_b, n_agree = len(la), len(lb), int(agree.sum())

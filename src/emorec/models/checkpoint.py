@@ -137,17 +137,18 @@ def mixed_model(ckpts: list[dict[str, Any]], weights: list[float]):
     return model.eval(), cfg
 
 
-def model_from_checkpoints(paths: list[Path], mix: float | list[float] | None = None):
+def model_from_checkpoints(paths: list[Path], weights: list[float] | None = None):
     """One checkpoint -> its model; several -> their ``Ensemble`` over the first one's
     classes (the others must know those classes and share its input size and colour);
-    ``mix``: one network of their weights mixed (``mix_weights``, ``mixed_model``).
+    ``weights`` (one per checkpoint, from ``mix_weights``): one network of their weights mixed
+    (``mixed_model``).
     Returns (model, config of the first, commits of all)."""
     from emorec.models.ensemble import Ensemble
 
     ckpts = [load_checkpoint(p) for p in paths]
     commits = [c.get("commit", "unknown") for c in ckpts]
-    if mix is not None:
-        return (*mixed_model(ckpts, mix_weights(mix, len(ckpts))), commits)
+    if weights is not None:
+        return (*mixed_model(ckpts, weights), commits)
     built = [model_from_checkpoint(c) for c in ckpts]
     model, cfg = built[0]
     if len(built) == 1:
