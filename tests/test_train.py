@@ -202,6 +202,29 @@ def test_noise_and_erasing_simulate_sensors_and_occlusion():
     assert torch.equal(erase(x, 0.0, torch.Generator().manual_seed(0)), x)
 
 
+def test_perspective_turns_the_face_and_jpeg_compresses_it():
+    from emorec.train.augment import jpeg, perspective
+
+    size = 48
+    x = torch.zeros(16, 1, size, size)
+    x[:, :, 8:40, 8:40] = 1.0  # a centred square
+    warped = perspective(x, torch.Generator().manual_seed(0), strength=0.3)
+    assert torch.equal(warped, perspective(x, torch.Generator().manual_seed(0), strength=0.3))
+    # a turned square is a trapezoid: its left and right edges differ in height
+    left = (warped[:, 0, :, 12] > 0.5).sum(dim=1).float()
+    right = (warped[:, 0, :, 35] > 0.5).sum(dim=1).float()
+    assert float((left - right).abs().max()) >= 4
+    assert torch.allclose(perspective(x, torch.Generator().manual_seed(0), strength=0.0), x, atol=1e-5)
+
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.rand(32, 1, size, size, generator=g)
+    out = jpeg(noisy, 0.5, torch.Generator().manual_seed(1))
+    changed = (out - noisy).flatten(1).abs().mean(dim=1) > 0.02
+    assert 4 <= int(changed.sum()) <= 28  # about half, the others untouched
+    assert torch.equal(out[~changed], noisy[~changed])
+    assert out.dtype == noisy.dtype and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
 def test_stage_one_freezes_backbone_and_stage_two_unfreezes_last_blocks(trained):
     from emorec.models import create_model, set_trainable
 

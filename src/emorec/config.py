@@ -69,7 +69,8 @@ INT8_CALIBRATIONS = ("percentile", "minmax")
 _RANGES = {
     "img_size": (32, 1024), "batch_size": (1, 65536), "dropout": (0.0, 0.99), "aug_blur": (0.0, 1.0),
     "aug_erase": (0.0, 1.0), "aug_noise": (0.0, 0.5), "aug_rot": (0.0, 180.0), "aug_zoom": (0.0, 0.9),
-    "aug_trans": (0.0, 0.5), "color_jitter": (0.0, 1.0), "mixup_alpha": (0.0, 100.0), "cutmix_alpha": (0.0, 100.0),
+    "aug_trans": (0.0, 0.5), "aug_perspective": (0.0, 0.4), "aug_jpeg": (0.0, 1.0), "color_jitter": (0.0, 1.0),
+    "mixup_alpha": (0.0, 100.0), "cutmix_alpha": (0.0, 100.0),
     "cutmix_prob": (0.0, 1.0), "focal_gamma": (0.0, 10.0), "label_smoothing": (0.0, 0.99),
     "hard_label_weight": (0.0, 1.0), "weight_decay": (0.0, 10.0), "epochs_stage1": (0, 10000),
     "epochs_stage2": (0, 10000), "lr_stage1": (0.0, 10.0), "lr_stage2": (0.0, 10.0), "finetune_layers": (-1, 1000),
@@ -153,9 +154,11 @@ class AugmentConfig:  # image-level, on whole batches (train/augment.py)
     aug_zoom: float = 0.15  # +- relative scale
     aug_trans: float = 0.1  # +- fraction of the image
     aug_flip: bool = True
+    aug_perspective: float = 0.0  # max tilt of a perspective warp (heads turned out of the image plane)
     color_jitter: float = 0.3  # brightness/contrast strength
     aug_blur: float = 0.3  # probability of a down-up resize blur (low-resolution cameras)
     aug_noise: float = 0.0  # max std of Gaussian sensor noise (fraction of full scale), drawn per image
+    aug_jpeg: float = 0.0  # probability of a JPEG round trip at quality 15-60 (web photos)
     aug_erase: float = 0.0  # probability of one erased rectangle (occlusion: hands, masks, glasses)
 
 

@@ -1,9 +1,10 @@
 """Augmentation presets on whole batches of float tensors in [0, 1].
 
 Everything that changes outside the dataset is simulated here: head pose and crop
-(rotation, zoom, translation, flip in one affine warp), lighting (brightness, contrast,
-gamma), cheap cameras (down-and-up resize blur, sensor noise) and occlusion (random
-erasing). One grid_sample per batch keeps it far cheaper than per-image PIL transforms.
+(rotation, zoom, translation, flip in one affine warp; turns out of the image plane as a
+perspective warp), lighting (brightness, contrast, gamma), cheap cameras (down-and-up resize
+blur, sensor noise, JPEG) and occlusion (random erasing). Warps are one grid_sample per
+batch, far cheaper than per-image PIL transforms; only JPEG goes image by image.
 Random draws come from the CPU generator ``g`` (the same numbers on any device) and then
 move to the batch's device.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +40,19 @@ def geometric(x: torch.Tensor, g: torch.Generator, *, rot: float, zoom: float, t
     ], dim=1)
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def perspective(x: torch.Tensor, g: torch.Generator, *, strength: float) -> torch.Tensor:
+    """A head turned left/right or up/down: a projective warp whose horizontal and vertical
+    tilts are drawn per image from [-strength, strength] (0.2 shrinks one side by about a fifth)."""
+    n, size = x.shape[0], x.shape[-1]
+    tilt_x = _uniform(n, -strength, strength, g).view(n, 1, 1)
+    tilt_y = _uniform(n, -strength, strength, g).view(n, 1, 1)
+    pos = (torch.arange(size) + 0.5) / size * 2 - 1  # pixel centres in grid coords
+    v, u = torch.meshgrid(pos, pos, indexing="ij")
+    depth = 1 + tilt_x * u + tilt_y * v  # > 0 for strength < 0.5 (the config's range)
+    grid = torch.stack([u / depth, v / depth], dim=-1)
+    return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def photometric(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
@@ -71,6 +86,23 @@ def noise(x: torch.Tensor, max_std: float, g: torch.Generator) -> torch.Tensor:
     return (x + torch.randn(x.shape, generator=g).mul_(std).to(x.device)).clamp_(0, 1)
 
 
+def jpeg(x: torch.Tensor, prob: float, g: torch.Generator, *, quality: tuple[int, int] = (15, 60)) -> torch.Tensor:
+    """JPEG round trip at a quality drawn per image, on a random subset: web photos and messengers."""
+    import cv2
+
+    pick = torch.nonzero(torch.rand(x.shape[0], generator=g) < prob).flatten().tolist()
+    qualities = torch.randint(quality[0], quality[1] + 1, (x.shape[0],), generator=g).tolist()
+    if not pick:
+        return x
+    x = x.clone()
+    for i in pick:
+        img = (x[i].detach().cpu().permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
+        out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(img.shape)
+        x[i] = torch.from_numpy(out).permute(2, 0, 1).to(x.device, x.dtype) / 255
+    return x
+
+
 def erase(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
     """Random erasing (Zhong et al. 2020): one rectangle of 2-25 % of the area, aspect 1:3-3:1,
     filled with a random gray, on a random subset: hands, masks, glasses, hair."""
@@ -90,8 +122,8 @@ def erase(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
 
 
 def create_transform(*, use_aug: bool, aug_rot: float, aug_zoom: float, aug_trans: float, aug_flip: bool,
-                     color_jitter: float, aug_blur: float, aug_noise: float,
-                     aug_erase: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+                     aug_perspective: float, color_jitter: float, aug_blur: float, aug_noise: float,
+                     aug_jpeg: float, aug_erase: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
     """The training preset, ``transform(x_uint8, g)`` -> augmented float batch in [0, 1]; the
     keywords are the config's augment section: ``create_transform(**cfg.section("augment"))``."""
 
@@ -100,12 +132,16 @@ def create_transform(*, use_aug: bool, aug_rot: float, aug_zoom: float, aug_tran
         if not use_aug:
             return x
         x = geometric(x, g, rot=aug_rot, zoom=aug_zoom, trans=aug_trans, flip=aug_flip)
+        if aug_perspective > 0:
+            x = perspective(x, g, strength=aug_perspective)
         if color_jitter > 0:
             x = photometric(x, color_jitter, g)
         if aug_blur > 0:
             x = blur(x, aug_blur, g)
         if aug_noise > 0:
             x = noise(x, aug_noise, g)
+        if aug_jpeg > 0:
+            x = jpeg(x, aug_jpeg, g)
         if aug_erase > 0:
             x = erase(x, aug_erase, g)
         return x
