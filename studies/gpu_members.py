@@ -23,6 +23,7 @@ HEADS = {"g7": ("linear_1", None), "g8": ("linear_2", [0, 2, 3, 4, 5, 6, 7])}  #
 
 
 def cut(model: onnx.ModelProto, members: list[str]) -> onnx.ModelProto:
+    model = onnx.shape_inference.infer_shapes(model)  # the extractor needs the heads' shapes
     sub = onnx.utils.Extractor(model).extract_model(["input"], [HEADS[m][0] for m in members])
     g = sub.graph
     del g.output[:]

@@ -325,3 +325,46 @@ def test_ferplus_votes_study_pairs_faces_by_pixels(tmp_path):
     assert "FER+ votes for 3 of 4 faces" in run.stdout
     rows = {r["path"]: {c: int(r[c]) for c in CANONICAL_CLASSES} for r in read_csv(split / "votes.csv")}
     assert rows == {names[i]: canonical_votes(votes[i]) for i in range(3)}  # the fourth face: FER+ lacks it
+
+
+def test_gpu_members_cuts_a_seven_class_teacher_out_of_the_ensemble_file(tmp_path):
+    """studies/gpu_members.py: the members' heads (linear_1: 7 classes, linear_2: FER+'s 8 with
+    contempt second) become one emorec model whose probabilities are their mean over the 7."""
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from emorec.modelfile import open_session, read_info, session_probs, softmax
+
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.normal(size=(5, 1)), "w_1": rng.normal(size=(7, 1)), "w_2": rng.normal(size=(8, 1))}
+    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["view"]),
+             helper.make_node("Gemm", ["view", "w"], ["linear"], transB=1),
+             helper.make_node("Gemm", ["view", "w_1"], ["linear_1"], transB=1),
+             helper.make_node("Gemm", ["view", "w_2"], ["linear_2"], transB=1),
+             helper.make_node("Identity", ["linear"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "ens", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 160, 160])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(w.astype(np.float32), k) for k, w in weights.items()])
+    src = tmp_path / "ens5.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+
+    out = tmp_path / "g7+g8.onnx"
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "studies/gpu_members.py", str(src), str(out), "--members", "g7", "g8"],
+                         cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    sess = open_session(out)
+    info = read_info(sess, out)
+    assert info.classes == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert info.img_size == 160 and info.grayscale
+    faces = rng.integers(0, 256, size=(6, 1, 160, 160), dtype=np.uint8)
+    mean = faces.reshape(6, -1).mean(axis=1, keepdims=True) / 255.0
+    g7 = softmax(mean @ weights["w_1"].T)
+    g8 = softmax((mean @ weights["w_2"].T)[:, [0, 2, 3, 4, 5, 6, 7]])
+    np.testing.assert_allclose(session_probs(sess, faces), (g7 + g8) / 2, atol=1e-5)
+
