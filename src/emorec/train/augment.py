@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -88,8 +89,6 @@ def noise(x: torch.Tensor, max_std: float, g: torch.Generator) -> torch.Tensor:
 
 def jpeg(x: torch.Tensor, prob: float, g: torch.Generator, *, quality: tuple[int, int] = (15, 60)) -> torch.Tensor:
     """JPEG round trip at a quality drawn per image, on a random subset: web photos and messengers."""
-    import cv2
-
     pick = torch.nonzero(torch.rand(x.shape[0], generator=g) < prob).flatten().tolist()
     qualities = torch.randint(quality[0], quality[1] + 1, (x.shape[0],), generator=g).tolist()
     if not pick:
@@ -97,7 +96,7 @@ def jpeg(x: torch.Tensor, prob: float, g: torch.Generator, *, quality: tuple[int
     x = x.clone()
     for i in pick:
         img = (x[i].detach().cpu().permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
+        _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
         out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(img.shape)
         x[i] = torch.from_numpy(out).permute(2, 0, 1).to(x.device, x.dtype) / 255
     return x
