@@ -6,23 +6,26 @@ benchmarks/accuracy.md), shipped int8 as one file in 5a8fee0 and no longer in mo
     python studies/gpu_members.py runs/gpu_ens/ens5.onnx runs/gpu_ens/g7+g8.onnx --members g7 g8
 
 writes an emorec ONNX file of the named members over the 7 FER classes (g8's contempt row
-dropped), mean probability, so that `emorec evaluate` and `emorec data distill` read it like any
+dropped), mean probability, fed as the ensemble is (its metadata's size, colour and crop), so that `emorec evaluate` and `emorec data distill` read it like any
 model. The ensemble file itself already is the 5-class teacher.
 """
 import argparse
-import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from emorec.modelfile import META_KEY
+from emorec.config import FER_CLASSES
+from emorec.modelfile import META_KEY, ModelInfo
 
-CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 HEADS = {"g7": ("linear_1", None), "g8": ("linear_2", [0, 2, 3, 4, 5, 6, 7])}  # g8: FER+'s 8, contempt 2nd
 
 
 def cut(model: onnx.ModelProto, members: list[str]) -> onnx.ModelProto:
+    meta = {p.key: p.value for p in model.metadata_props}
+    info = replace(ModelInfo.from_json(meta[META_KEY]), classes=FER_CLASSES, metrics={}, version="",
+                   backbone=f"mobilenet_v2 x{len(members)} ({'+'.join(members)} of the ensemble)")
     model = onnx.shape_inference.infer_shapes(model)  # the extractor needs the heads' shapes
     sub = onnx.utils.Extractor(model).extract_model(["input"], [HEADS[m][0] for m in members])
     g = sub.graph
@@ -39,13 +42,10 @@ def cut(model: onnx.ModelProto, members: list[str]) -> onnx.ModelProto:
     # log of the summed probabilities: the softmax inference applies gives back their mean
     g.node.append(helper.make_node("Sum", probs, ["p_sum"]))
     g.node.append(helper.make_node("Log", ["p_sum"], ["logits"]))
-    g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(CLASSES)]))
-    info = {"classes": CLASSES, "img_size": 160, "grayscale": True, "face_margin": 0.0, "source_size": 0,
-            "backbone": f"mobilenet_v2 x{len(members)} ({'+'.join(members)} of 5a8fee0)", "version": "",
-            "metrics": {}}
+    g.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(FER_CLASSES)]))
     del sub.metadata_props[:]
     prop = sub.metadata_props.add()
-    prop.key, prop.value = META_KEY, json.dumps(info)
+    prop.key, prop.value = META_KEY, info.to_json()  # the ensemble's input settings, the 7 classes
     onnx.checker.check_model(sub)
     return sub
 

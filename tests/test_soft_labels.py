@@ -336,7 +336,7 @@ def test_gpu_members_cuts_a_seven_class_teacher_out_of_the_ensemble_file(tmp_pat
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from emorec.modelfile import open_session, read_info, session_probs, softmax
+    from emorec.modelfile import META_KEY, ModelInfo, open_session, read_info, session_probs, softmax
 
     rng = np.random.default_rng(0)
     weights = {"w": rng.normal(size=(5, 1)), "w_1": rng.normal(size=(7, 1)), "w_2": rng.normal(size=(8, 1))}
@@ -350,8 +350,11 @@ def test_gpu_members_cuts_a_seven_class_teacher_out_of_the_ensemble_file(tmp_pat
         nodes, "ens", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 160, 160])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
         [numpy_helper.from_array(w.astype(np.float32), k) for k, w in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {META_KEY: ModelInfo(["angry", "fear", "happy", "sad", "surprise"], 160, True,
+                                                       0.0, backbone="ensemble of 3").to_json()})
     src = tmp_path / "ens5.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    onnx.save(model, src)
 
     out = tmp_path / "g7+g8.onnx"
     root = Path(__file__).resolve().parents[1]
@@ -361,7 +364,7 @@ def test_gpu_members_cuts_a_seven_class_teacher_out_of_the_ensemble_file(tmp_pat
     sess = open_session(out)
     info = read_info(sess, out)
     assert info.classes == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-    assert info.img_size == 160 and info.grayscale
+    assert info.img_size == 160 and info.grayscale and info.face_margin == 0.0  # fed as the ensemble
     faces = rng.integers(0, 256, size=(6, 1, 160, 160), dtype=np.uint8)
     mean = faces.reshape(6, -1).mean(axis=1, keepdims=True) / 255.0
     g7 = softmax(mean @ weights["w_1"].T)

@@ -89,16 +89,16 @@ def noise(x: torch.Tensor, max_std: float, g: torch.Generator) -> torch.Tensor:
 
 def jpeg(x: torch.Tensor, prob: float, g: torch.Generator, *, quality: tuple[int, int] = (15, 60)) -> torch.Tensor:
     """JPEG round trip at a quality drawn per image, on a random subset: web photos and messengers."""
-    pick = torch.nonzero(torch.rand(x.shape[0], generator=g) < prob).flatten().tolist()
-    qualities = torch.randint(quality[0], quality[1] + 1, (x.shape[0],), generator=g).tolist()
-    if not pick:
+    pick = torch.nonzero(torch.rand(x.shape[0], generator=g) < prob).flatten()
+    qualities = torch.randint(quality[0], quality[1] + 1, (x.shape[0],), generator=g)
+    if not len(pick):
         return x
+    faces = (x[pick].detach().cpu().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    out = np.stack([cv2.imdecode(cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, int(q)])[1],
+                                 cv2.IMREAD_UNCHANGED).reshape(face.shape)
+                    for face, q in zip(faces, qualities[pick])])
     x = x.clone()
-    for i in pick:
-        img = (x[i].detach().cpu().permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
-        out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).reshape(img.shape)
-        x[i] = torch.from_numpy(out).permute(2, 0, 1).to(x.device, x.dtype) / 255
+    x[pick] = torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
     return x
 
 
