@@ -3,7 +3,8 @@ commit, and what it scores; written as models/<stem>.metrics.json (+ .config.yam
 .training_logs.json, .data_report.json, .json).
 
     python tools/model_record.py RUN_DIR MODEL.onnx --test DIR/metrics.json [--test ...] \
-        --photos DIR/metrics.json --command "emorec train --config ..." [--also RUN_DIR ...]
+        --photos DIR/metrics.json --command "emorec train --config ..." [--also RUN_DIR ...] \
+        [--export-json RUN/best_model.json]   # required when MODEL is in models/
 
 RUN_DIR is the run's folder (``models/`` and ``reports/`` inside, as ``emorec train`` leaves
 them; its config, logs and data report are copied); ``--also RUN_DIR`` names each further run the
@@ -50,7 +51,9 @@ def main() -> int:
     ap.add_argument("--test", type=Path, action="append", required=True)
     ap.add_argument("--photos", type=Path, action="append", default=[])
     ap.add_argument("--command", required=True, help="the training command, as run")
-    ap.add_argument("--export-json", type=Path, help="emorec export's report (default: beside the fp32 model)")
+    ap.add_argument("--export-json", type=Path,
+                    help="emorec export's report (default: beside MODEL; required for a file in models/, "
+                         "where the JSON beside it is the previous record's)")
     ap.add_argument("--selection", help="the adoption rule and what validation said")
     ap.add_argument("--also", type=Path, action="append", default=[], help="another run the model is made of")
     args = ap.parse_args()
@@ -59,6 +62,8 @@ def main() -> int:
     cfg, logs = read_run(args.run_dir)
     data_dir = Path(cfg["data_dir"])
     data_report = json.loads((data_dir / "data_report.json").read_text())
+    if args.export_json is None and args.model.resolve().parent == ROOT / "models":
+        ap.error("a model in models/: name its export report with --export-json (e.g. runs/<run>/best_model.json)")
     export = json.loads((args.export_json or args.model.with_suffix(".json")).read_text())
     tests = [json.loads(p.read_text()) for p in args.test]
     photos = [json.loads(p.read_text()) for p in args.photos]
