@@ -19,7 +19,7 @@ from emorec.config import load_config
 from emorec.data.pipeline import label_columns
 from emorec.data.sources import open_sources
 from emorec.imageio import read_image
-from emorec.inference.detect import _rescale, _to_original, find_yunet
+from emorec.detect import _rescale, _to_original, find_yunet
 from emorec.inference.predictor import Predictor
 from emorec.preprocess import crop_face, square_box
 

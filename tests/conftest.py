@@ -82,7 +82,7 @@ def weights_dir() -> Path:
 @pytest.fixture(scope="session")
 def yunet_path() -> Path:
     """The detector that ships in the package (the same file as ../shared/weights')."""
-    from emorec.inference.detect import PACKAGED_YUNET
+    from emorec.detect import PACKAGED_YUNET
 
     return PACKAGED_YUNET
 

@@ -174,7 +174,7 @@ def check_same_face(capsys, model, path, reference_box):
 
 @pytest.fixture(scope="module")
 def reference_box(face_img, yunet_path):
-    from emorec.inference.detect import YuNetDetector
+    from emorec.detect import YuNetDetector
 
     return YuNetDetector(yunet_path).detect(face_img)[0][0]
 

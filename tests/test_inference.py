@@ -12,8 +12,8 @@ import pytest
 from emorec.config import DEFAULT_CLASSES, Config
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
-from emorec.inference import detect as detect_mod
-from emorec.inference.detect import HaarDetector, YuNetDetector, download_yunet, find_yunet
+from emorec import detect as detect_mod
+from emorec.detect import HaarDetector, YuNetDetector, download_yunet, find_yunet
 from emorec.inference.draw import annotate
 from emorec.inference.predictor import Predictor, default_model_path
 from emorec.modelfile import softmax

@@ -97,7 +97,9 @@ class PathsConfig:  # relative paths are relative to the working directory
 @dataclass
 class DataConfig:
     active_classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
-    sources: list[str] = field(default_factory=list)  # folders, zips, kaggle:owner/name
+    # folders, zips, kaggle:owner/name; in YAML also mappings {path, codes, pattern, crop, weight, ...}
+    # (emorec.data.sources.SourceSpec)
+    sources: list = field(default_factory=list)
     # Sources without class folders: a CSV in them with these columns gives each image's label.
     labels_image_column: str = "image"
     labels_label_column: str = "emotion"
@@ -332,6 +334,12 @@ def _coerce(name: str, raw: Any) -> Any:
         raise EmorecError(f"config key {name.upper()} cannot be empty")
     try:
         origin = typing.get_origin(tp)
+        if tp is list:  # SOURCES: paths, or mappings kept as they are
+            if isinstance(raw, str):
+                raw = [s for s in raw.replace(",", " ").split() if s]
+            if not isinstance(raw, list):
+                raise ValueError(raw)
+            return [x if isinstance(x, dict) else str(x) for x in raw]
         if origin is list:
             if isinstance(raw, str):
                 raw = [s for s in raw.replace(",", " ").split() if s]

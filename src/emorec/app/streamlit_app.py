@@ -21,7 +21,7 @@ from emorec.app.quiz import QuizItem, QuizState, find_quiz_items, folder_stamp
 from emorec.app.settings import AppSettings, parse_script_args
 from emorec.errors import EmorecError
 from emorec.imageio import read_image
-from emorec.inference.detect import make_detector
+from emorec.detect import make_detector
 from emorec.inference.draw import annotate
 from emorec.config import SHIPPED_MODELS
 from emorec.inference.predictor import Predictor, default_model_path, resolve_model

@@ -13,6 +13,10 @@ def add_arguments(p) -> None:
     p.add_argument("--photos", metavar="SOURCE",
                    help="score labelled whole photos (class folders, or a CSV label file; folder or zip) "
                         "through the face detector, as `emorec predict` does; faces not found count as errors")
+    p.add_argument("--suite", metavar="FILE",
+                   help="score the model on every set of a validation suite (configs/suite.yaml): accuracy, "
+                        "macro-F1 and recall per set, domain means, and a paired test against --baseline")
+    p.add_argument("--baseline", help="with --suite: the model to compare against (e.g. 7class)")
     p.add_argument("--split", default="test", help="split of DATA_DIR to evaluate (default: test)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped face")
     p.add_argument("--out", help="report folder (default: REPORTS_DIR)")
@@ -32,6 +36,8 @@ def run(args) -> int:
 
     if args.photos:
         return _photos(cfg, args)
+    if args.suite:
+        return _suite(cfg, args)
     model = resolve_model(args.model) if args.model else Path(cfg.models_dir) / "best_model.pt"
     if args.store and model.suffix != ".onnx":
         from emorec.errors import EmorecError
@@ -71,4 +77,27 @@ def _photos(cfg, args) -> int:
     out = Path(args.out) if args.out else Path(cfg.reports_dir)
     print(f"wrote {out / 'metrics.json'}, {out / 'classification_report.txt'}, {out / 'confusion_matrix.png'}, "
           f"{out / 'predictions.csv'}")
+    return 0
+
+
+def _suite(cfg, args) -> int:
+    import json
+
+    from emorec.errors import EmorecError
+    from emorec.evaluation.suite import format_suite, read_suite, run_suite
+    from emorec.inference.predictor import resolve_model
+
+    if not args.model:
+        raise EmorecError("--suite needs --model (an .onnx file or a shipped model name)")
+    sets = read_suite(args.suite)
+    model = resolve_model(args.model)
+    baseline = resolve_model(args.baseline) if args.baseline else None
+    out = Path(args.out) if args.out else Path(cfg.reports_dir) / "suite"
+    r = run_suite(cfg, sets, model, baseline, out)
+    text = format_suite(r)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "suite.json").write_text(json.dumps(r, indent=2))
+    (out / "suite.md").write_text(text + "\n")
+    print(f"wrote {out / 'suite.json'}, {out / 'suite.md'}")
     return 0

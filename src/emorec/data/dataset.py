@@ -157,20 +157,41 @@ def class_weights(counts: np.ndarray, power: float = 1.0) -> torch.Tensor:
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
+def sample_weights(data_dir: Path, paths: list[str], weights: dict[str, float]) -> torch.Tensor | None:
+    """Each training image's sampling weight: its source's (``manifest.csv``), 1 for sources not
+    named; None when no source has a weight other than 1."""
+    if not weights:
+        return None
+    from emorec.data.report import read_manifest
+
+    source_of = {r["path"]: r["source"] for r in read_manifest(data_dir)}
+    if not source_of:
+        raise EmorecError(f"source weights need {Path(data_dir) / 'manifest.csv'} (a split made by emorec data prepare)")
+    unknown = sorted(set(weights) - set(source_of.values()))
+    if unknown:
+        raise EmorecError(f"SOURCES: weight given for {unknown[0]!r}, which is not a source of {data_dir} "
+                          f"(its sources: {', '.join(sorted(set(source_of.values())))})")
+    rel = [Path(p).relative_to(data_dir).as_posix() for p in paths]
+    return torch.tensor([weights.get(source_of.get(r, ""), 1.0) for r in rel], dtype=torch.float64)
+
+
 def epoch_indices(labels: torch.Tensor, balanced: bool, epoch: int, seed: int, rank: int = 0,
-                  world: int = 1) -> torch.Tensor:
+                  world: int = 1, weights: torch.Tensor | None = None) -> torch.Tensor:
     """One epoch of sample indices for this rank.
 
     Balanced: each sample drawn with probability ~ 1/count(class), so classes appear
-    equally often; plain: a permutation. Every rank draws the same global order from
+    equally often; ``weights`` (per sample, e.g. its source's): drawn in proportion to them
+    (times the balance); plain: a permutation. Every rank draws the same global order from
     (seed, epoch) and takes its own stride, which is what DistributedSampler does.
     """
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     n = len(labels)
-    if balanced:
-        counts = torch.bincount(labels).float()
-        weights = (1.0 / counts.clamp(min=1))[labels]
-        order = torch.multinomial(weights, n, replacement=True, generator=g)
+    if balanced or weights is not None:
+        p = torch.ones(n, dtype=torch.float64) if weights is None else weights.to(torch.float64)
+        if balanced:
+            counts = torch.bincount(labels).double()
+            p = p * (1.0 / counts.clamp(min=1))[labels]
+        order = torch.multinomial(p.float(), n, replacement=True, generator=g)
     else:
         order = torch.randperm(n, generator=g)
     per_rank = n // world

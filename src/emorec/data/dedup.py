@@ -146,11 +146,16 @@ def components(n: int, *pair_sets: np.ndarray) -> np.ndarray:
     return np.array([root(i) for i in range(n)], np.int64)
 
 
-def find_groups(md5s: list[bytes], hashes: np.ndarray, near_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> (exact components, exact+near components), each as an array of component roots."""
+def find_groups(md5s: list[bytes], hashes: np.ndarray, near_bits: int,
+                exact_only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """-> (exact components, exact+near components), each as an array of component roots.
+    ``exact_only``: items matched by exact pixels alone (a person's studio portraits share their
+    8x8 thumbnail across expressions; the person split keeps them together anyway)."""
     n = len(md5s)
     exact_pairs = equal_pairs(md5s)
     near = equal_pairs(np.asarray(hashes).tolist()) if near_bits <= 0 else near_pairs(hashes, near_bits)
+    if exact_only is not None and len(near):
+        near = near[~(exact_only[near[:, 0]] | exact_only[near[:, 1]])]
     return components(n, exact_pairs), components(n, exact_pairs, near)
 
 

@@ -26,18 +26,21 @@ from tqdm import tqdm
 from emorec.config import Config
 from emorec.data.dedup import average_hash, decode, find_groups, fingerprint, group_stats, quiet_opencv
 from emorec.data.labels import CANONICAL_CLASSES
-from emorec.data.sources import Entry, LabelColumns, Source, open_sources
+from emorec.data.faces import face_png, find_faces
+from emorec.data.sources import Entry, LabelColumns, Source, SourceSpec, open_sources
 from emorec.data.split import SPLITS, assign_splits
 from emorec.data.votes import VOTES_FILE, SourceVotes, source_votes, write_votes
 from emorec.errors import EmorecError
 from emorec.provenance import portable_path
 
-MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original", "group", "leak", "conflict"]
+MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original", "group", "leak", "conflict",
+                   "person"]
 # path: relative to the out dir; source_split: the split folder the source had it in ("" if none);
 # original: its path inside the source; group: duplicate group number ("" if unique);
 # leak: 1 for a val/test file whose duplicate group had a member in some source's train split
 # (that copy was dropped, but a model trained on that source has seen the face);
-# conflict: 1 when the group's members carry different labels.
+# conflict: 1 when the group's members carry different labels; person: who is shown ("" if the
+# source names no one).
 
 
 def warn(message: str) -> None:
@@ -53,6 +56,8 @@ class Scan:
     md5: list[bytes] = field(default_factory=list)
     ahash: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
     bad: list[dict] = field(default_factory=list)  # {"source", "file", "error"}
+    boxes: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (source, name) -> face box to crop
+    faces: dict[str, dict] = field(default_factory=dict)  # source -> what its face detection found
 
     def close(self) -> None:
         for s in self.sources:
@@ -77,7 +82,7 @@ def _fingerprints(source: Source, entries: list[Entry]) -> list:
     return out
 
 
-def scan(specs: list[str | os.PathLike], columns: LabelColumns = LabelColumns()) -> Scan:
+def scan(specs: list, columns: LabelColumns = LabelColumns()) -> Scan:
     """Open the sources, decode every labelled image once and fingerprint it."""
     result = Scan(open_sources(specs, columns))
     try:
@@ -114,7 +119,37 @@ def check_classes(active: list[str]) -> None:
         raise EmorecError(f"ACTIVE_CLASSES: unknown class {unknown[0]!r}; known: {', '.join(CANONICAL_CLASSES)}")
 
 
-def check_out_dir(out: Path, force: bool, specs: list[str | os.PathLike] = ()) -> None:
+def crop_faces(cfg: Config, sc: Scan) -> None:
+    """Find the face of every image of the sources set to ``crop: detect`` or ``redetect`` (see
+    :mod:`faces`); ``detect`` images with no face leave the scan, counted."""
+    keep = np.ones(len(sc.entries), bool)
+    for source in sc.sources:
+        mode = source.spec_options.crop if source.spec_options else "none"
+        if mode == "none":
+            continue
+        at = [i for i, e in enumerate(sc.entries) if e.source == source.name]
+        found = find_faces(cfg, source, [sc.entries[i].name for i in at])
+        missed = [i for i in at if found[sc.entries[i].name] is None]
+        for i in at:
+            box = found[sc.entries[i].name]
+            if box is not None:
+                sc.boxes[(source.name, sc.entries[i].name)] = box
+        if mode == "detect":
+            keep[missed] = False
+        sc.faces[source.name] = {"crop": mode, "images": len(at), "no_face": len(missed),
+                                 "no_face_kept_whole" if mode == "redetect" else "no_face_dropped": len(missed),
+                                 "first_missed": [sc.entries[i].name for i in missed[:5]]}
+        if missed:
+            what = "kept whole" if mode == "redetect" else "dropped"
+            warn(f"{source.name}: no face found in {len(missed)} of {len(at)} images ({what}; "
+                 f"first: {sc.entries[missed[0]].name})")
+    if not keep.all():
+        sc.entries = [e for e, k in zip(sc.entries, keep) if k]
+        sc.md5 = [m for m, k in zip(sc.md5, keep) if k]
+        sc.ahash = sc.ahash[keep]
+
+
+def check_out_dir(out: Path, force: bool, specs: list = ()) -> None:
     """Refuse to mix a new split into an old one, to clear a folder that is not a split,
     or to write over (or inside) a source."""
     if out.exists() and not out.is_dir():
@@ -126,6 +161,7 @@ def check_out_dir(out: Path, force: bool, specs: list[str | os.PathLike] = ()) -
             raise EmorecError(f"refusing to clear {out}: it is not a data split made by emorec (no manifest.csv)")
     o = out.resolve()
     for spec in specs:
+        spec = SourceSpec.parse(spec).path if not isinstance(spec, Path) else spec
         src = Path(str(spec)).expanduser()
         if str(spec).lower().startswith("kaggle:") or not src.exists():
             continue
@@ -145,6 +181,7 @@ def prepare(cfg: Config, sources: list[str | os.PathLike] | None = None, out_dir
     check_classes(cfg.active_classes)
     check_out_dir(out, force, specs)
     with scan(specs, label_columns(cfg)) as sc:
+        crop_faces(cfg, sc)
         return build_split(cfg, sc, out, force)
 
 
@@ -163,7 +200,13 @@ def _source_report(source: Source, sc: Scan) -> dict:
         "bad_files": sum(1 for b in sc.bad if b["source"] == source.name),
         "label_files": source.label_files,
         "label_rows_unmatched": len(source.label_rows_unmatched),
+        "faces": sc.faces.get(source.name, {"crop": "none"}),
+        "people": _people(source, sc),
     }
+
+
+def _people(source: Source, sc: Scan) -> int:
+    return len({e.person for e in sc.entries if e.source == source.name and e.person})
 
 
 def _warn_inputs(report: dict, sc: Scan) -> None:
@@ -172,7 +215,9 @@ def _warn_inputs(report: dict, sc: Scan) -> None:
             listed = ", ".join(f"{k} ({v})" for k, v in s["unknown_labels"].items())
             warn(f"{name}: skipped {sum(s['unknown_labels'].values())} images with unknown labels: {listed}")
         if s["unlabelled"]:
-            where = "in no label file" if s["label_files"] else "outside any class folder"
+            src = next(x for x in sc.sources if x.name == name)
+            where = ("whose file name does not fit the pattern" if src.spec_options and src.spec_options.pattern
+                     else "in no label file" if s["label_files"] else "outside any class folder")
             warn(f"{name}: skipped {s['unlabelled']} images {where}")
         src = next(x for x in sc.sources if x.name == name)
         if src.label_rows_unmatched:
@@ -194,6 +239,15 @@ def _read_votes(sources: list[Source], report: dict) -> dict[str, SourceVotes]:
     return votes
 
 
+def _people_per_split(sc: Scan, dest: list) -> dict:
+    """source -> split -> people, for the sources that name them (each person in one split)."""
+    out: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for e, d in zip(sc.entries, dest):
+        if e.person and d:
+            out[e.source][d].add(e.person)
+    return {src: {s: len(p) for s, p in sorted(per.items())} for src, per in sorted(out.items())}
+
+
 def _unique_name(used: set, folder: str, source: str, name: str) -> str:
     base = PurePosixPath(name)
     candidate, k = f"{source}__{base.name}", 2
@@ -213,8 +267,12 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
     labels = [e.label for e in sc.entries]
     splits = [e.split for e in sc.entries]
     by_name = {s.name: s for s in sc.sources}
-    exact, groups = find_groups(sc.md5, sc.ahash, cfg.near_dup_bits)
-    plan = assign_splits(sc.entries, groups, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.keep_source_splits)
+    exact, groups = find_groups(sc.md5, sc.ahash, cfg.near_dup_bits,
+                                np.array([e.person is not None for e in sc.entries], bool))
+    fractions = {s.name: (s.spec_options.val_fraction, s.spec_options.test_fraction)
+                 for s in sc.sources if s.spec_options}
+    plan = assign_splits(sc.entries, groups, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.keep_source_splits,
+                         fractions)
     keep = [i for i, d in enumerate(plan.dest) if d is not None and labels[i] in active]
     if not keep:
         raise EmorecError(f"no images of the active classes ({', '.join(active)}) in the sources")
@@ -223,7 +281,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
     report = {
         "out_dir": portable_path(out),
         "config": {k: settings[k] for k in ("active_classes", "seed", "val_fraction", "test_fraction",
-                                             "keep_source_splits", "near_dup_bits")},
+                                             "keep_source_splits", "near_dup_bits", "face_margin")},
         "sources": {s.name: _source_report(s, sc) for s in sc.sources},
         "bad_files": sc.bad,
         "duplicates": {
@@ -236,6 +294,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
         "written": {s: {c: 0 for c in active} for s in SPLITS},
         "leak": {s: 0 for s in SPLITS},
         "conflict": {s: 0 for s in SPLITS},
+        "people": _people_per_split(sc, plan.dest),
     }
     _warn_inputs(report, sc)
     votes = _read_votes(sc.sources, report)
@@ -250,12 +309,15 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
         rows, vote_rows, used = [], [], set()
         for i in tqdm(keep, desc="writing split", unit="img", leave=False):
             e, split = sc.entries[i], plan.dest[i]
-            name = _unique_name(used, f"{split}/{e.label}", e.source, e.name)
+            box = sc.boxes.get((e.source, e.name))
+            stored = e.name if box is None else str(PurePosixPath(e.name).with_suffix(".png"))
+            name = _unique_name(used, f"{split}/{e.label}", e.source, stored)
             path = f"{split}/{e.label}/{name}"
-            (tmp / path).write_bytes(by_name[e.source].read(e.name))
+            data = by_name[e.source].read(e.name)
+            (tmp / path).write_bytes(data if box is None else face_png(data, e.name, box, cfg.face_margin))
             rows.append({"path": path, "split": split, "label": e.label, "source": e.source,
                          "source_split": e.split or "", "original": e.name, "group": plan.group[i] or "",
-                         "leak": int(plan.leak[i]), "conflict": int(plan.conflict[i])})
+                         "leak": int(plan.leak[i]), "conflict": int(plan.conflict[i]), "person": e.person or ""})
             counts = votes[e.source].lookup(e.split, e.name)
             if counts is not None:
                 vote_rows.append({"path": path, **counts})

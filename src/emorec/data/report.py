@@ -60,10 +60,22 @@ def format_report(report: dict) -> str:
         lines.append(f"  {name} ({s['spec']}): {s['images']:,} images"
                      + (f", {s['bad_files']:,} unreadable" if s["bad_files"] else "")
                      + (f", {sum(s['unknown_labels'].values()):,} with unknown labels" if s["unknown_labels"] else "")
-                     + (f", {s['unlabelled']:,} outside class folders" if s["unlabelled"] else ""))
+                     + (f", {s['unlabelled']:,} without a label (no class folder, label row or fitting name)"
+                        if s["unlabelled"] else ""))
+        if s["unknown_labels"]:
+            lines.append("    unknown labels: " + ", ".join(f"{k!r} {v:,}" for k, v in s["unknown_labels"].items()))
+        faces = s.get("faces", {})
+        if faces.get("crop", "none") != "none":
+            kept = "kept whole" if faces["crop"] == "redetect" else "dropped"
+            lines.append(f"    faces ({faces['crop']}): found in {faces['images'] - faces['no_face']:,} of "
+                         f"{faces['images']:,}; no face in {faces['no_face']:,} ({kept})")
         for split, per in s["counts"].items():
             split = "(no split)" if split == "-" else split
             lines.append(f"    {split:<10} " + "  ".join(f"{c} {n:,}" for c, n in per.items()))
+        people = report.get("people", {}).get(name)
+        if people:
+            lines.append(f"    people ({s['people']:,}, each in one split): "
+                         + ", ".join(f"{k} {v:,}" for k, v in people.items()))
     d = report["duplicates"]
     lines.append(f"duplicates (near_dup_bits={report['config']['near_dup_bits']}):")
     lines.append(_dup_line("exact", d["exact"]))

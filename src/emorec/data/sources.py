@@ -10,12 +10,18 @@ A source without class folders may carry a CSV label file instead (muxspace's ``
 AffectNet's and FER+'s CSVs, RAF-DB's label list saved as CSV): any ``.csv`` in it whose header
 has the image and label columns (:class:`LabelColumns`, configurable) labels the images it names,
 matched by path relative to the CSV, else by file name. Spellings are harmonised like folder names.
+
+A source given as a mapping (:class:`SourceSpec`, a YAML item of ``SOURCES``) says more: codes that
+stand for classes (RAF-DB's ``1`` = surprise), a file-name pattern with named fields (``label``,
+``person``: KDEF's ``AF01ANS``, the Taiwanese ``0112d03``), how faces are cropped, its own split
+fractions and its sampling weight. One spec serves every dataset of that layout: no per-dataset code.
 """
 from __future__ import annotations
 
 import csv
 import io
 import os
+import re
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -44,6 +50,69 @@ class Entry:
     raw_label: str  # the class folder as the dataset spells it
     label: str | None  # canonical class, None when the spelling is unknown
     split: str | None  # the source's own split: train / val / test, None when it has none
+    person: str | None = None  # who is shown, when the source names people: no person in two splits
+
+
+CROPS = ("none", "detect", "redetect")
+# none: the image is the face (FER crops); detect: the face detector finds it as `emorec predict`
+# does, an image with no face is dropped (portraits); redetect: the same, but an image with no face
+# found is kept whole (aligned crops, where a miss is the detector's fault, not the image's).
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One item of ``SOURCES``: a path, or a mapping with these keys (all optional but ``path``)."""
+
+    path: str
+    name: str | None = None  # the source's name in manifest and reports (default: file or folder name)
+    codes: dict | None = None  # raw label -> class name, e.g. {1: surprise, 2: fear} or {AN: angry}
+    pattern: str | None = None  # regex over the file name (no extension) with groups label, person
+    image_column: str | None = None  # CSV label file columns (default: LABELS_IMAGE_COLUMN ...)
+    label_column: str | None = None
+    crop: str = "none"  # see CROPS
+    weight: float = 1.0  # sampling weight of each of its training images
+    val_fraction: float | None = None  # of its people (or images) carved into val (default: VAL_FRACTION)
+    test_fraction: float | None = None
+
+    @classmethod
+    def parse(cls, item) -> "SourceSpec":
+        if isinstance(item, (str, os.PathLike)):
+            return cls(str(item))
+        if not isinstance(item, dict):
+            raise EmorecError(f"SOURCES: each item is a path or a mapping with 'path', got {item!r}")
+        known = {f for f in cls.__dataclass_fields__}
+        keys = {str(k).strip().lower(): v for k, v in item.items()}
+        unknown = sorted(set(keys) - known)
+        if unknown or "path" not in keys:
+            raise EmorecError(f"SOURCES item {item!r}: " + (f"unknown key {unknown[0]!r} (known: "
+                              f"{', '.join(sorted(known))})" if unknown else "no 'path'"))
+        spec = cls(**{**keys, "path": str(keys["path"])})
+        if spec.crop not in CROPS:
+            raise EmorecError(f"SOURCES {spec.path}: crop must be one of {', '.join(CROPS)}, got {spec.crop!r}")
+        if spec.codes is not None and not isinstance(spec.codes, dict):
+            raise EmorecError(f"SOURCES {spec.path}: codes must map raw labels to classes, got {spec.codes!r}")
+        if spec.pattern is not None:
+            try:
+                groups = re.compile(spec.pattern).groupindex
+            except re.error as e:
+                raise EmorecError(f"SOURCES {spec.path}: pattern is not a regular expression ({e})") from None
+            if "label" not in groups:
+                raise EmorecError(f"SOURCES {spec.path}: pattern needs a named group (?P<label>...)")
+        try:
+            weight = float(spec.weight)
+            fractions = [None if f is None else float(f) for f in (spec.val_fraction, spec.test_fraction)]
+        except (TypeError, ValueError):
+            raise EmorecError(f"SOURCES {spec.path}: weight and fractions must be numbers") from None
+        if not weight >= 0 or any(f is not None and not 0 <= f < 1 for f in fractions):
+            raise EmorecError(f"SOURCES {spec.path}: weight must be >= 0 and fractions in [0, 1)")
+        return spec
+
+    def label(self, raw: str) -> str | None:
+        """Raw label (a code, a folder name) -> canonical class, None when unknown."""
+        if self.codes:
+            codes = {str(k).strip().lower(): str(v) for k, v in self.codes.items()}
+            raw = codes.get(str(raw).strip().lower(), raw)
+        return canonical_label(raw)
 
 
 @dataclass(frozen=True)
@@ -92,6 +161,7 @@ class Source:
     label_files: list[str] = field(default_factory=list)  # CSV label files used
     label_rows_unmatched: list[str] = field(default_factory=list)  # CSV rows naming no image of the source
     is_zip: bool = False
+    spec_options: SourceSpec | None = None  # how it was configured (None: a plain path)
     # one ZipFile per thread: a shared one is not safe to read from several threads
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _open: list = field(default_factory=list, repr=False)
@@ -163,7 +233,23 @@ def _csv_labels(source: Source, names: list[str], images: list[str], columns: La
     return labels
 
 
-def open_source(spec: str, path: Path, name: str, columns: LabelColumns = LabelColumns()) -> Source:
+def _pattern_entries(source: Source, images: list[str], spec: SourceSpec) -> None:
+    """Label (and person) of each image from its file name; names the pattern does not fit are
+    reported with the unlabelled ones."""
+    rx = re.compile(spec.pattern)
+    for n in images:
+        m = rx.fullmatch(PurePosixPath(n).stem)
+        if m is None:
+            source.unlabelled.append(n)
+            continue
+        raw = m["label"] or ""
+        person = m.groupdict().get("person")
+        source.entries.append(Entry(source.name, n, raw, spec.label(raw), _split_of(n),
+                                    f"{source.name}:{person}" if person else None))
+
+
+def open_source(spec: str, path: Path, name: str, columns: LabelColumns = LabelColumns(),
+                source_spec: SourceSpec | None = None) -> Source:
     """List one folder or zip. Raises EmorecError when it is missing or has neither class
     folders nor a CSV label file."""
     if not path.exists():
@@ -180,16 +266,22 @@ def open_source(spec: str, path: Path, name: str, columns: LabelColumns = LabelC
     else:
         raise EmorecError(f"{spec}: not a folder or a zip archive")
     images = sorted(filter(_is_image, names))
-    for n in images:
-        parsed = parse_path(n)
-        if parsed is None:
-            source.unlabelled.append(n)
-        else:
-            source.entries.append(Entry(name, n, *parsed))
-    if not any(e.label for e in source.entries):  # no class folders: a CSV label file?
+    ss = source_spec or SourceSpec(spec)
+    columns = LabelColumns(ss.image_column or columns.image, ss.label_column or columns.label)
+    if ss.pattern:
+        _pattern_entries(source, images, ss)
+    else:
+        for n in images:
+            parsed = parse_path(n)
+            if parsed is None:
+                source.unlabelled.append(n)
+            else:
+                raw, _, split = parsed
+                source.entries.append(Entry(name, n, raw, ss.label(raw), split))
+    if not ss.pattern and not any(e.label for e in source.entries):  # no class folders: a CSV label file?
         table = _csv_labels(source, names, images, columns)
         if table:
-            source.entries = [Entry(name, n, raw, canonical_label(raw), _split_of(n)) for n, raw in table.items()]
+            source.entries = [Entry(name, n, raw, ss.label(raw), _split_of(n)) for n, raw in table.items()]
             source.entries.sort(key=lambda e: e.name)
             source.unlabelled = [n for n in images if n not in table]
     if not any(e.label for e in source.entries):
@@ -197,10 +289,28 @@ def open_source(spec: str, path: Path, name: str, columns: LabelColumns = LabelC
         hint = f"; found only unknown class names: {', '.join(found[:8])}" if found else ""
         if source.label_files:
             hint = f"; {', '.join(source.label_files)} has no known labels" + hint
+        if ss.pattern:
+            raise EmorecError(f"{spec}: no file name fits the pattern {ss.pattern!r} with a known label{hint}")
         raise EmorecError(f"{spec}: no class folders with images (expected <class>/ or <split>/<class>/, "
                           f"class names like angry, happy, sad) and no CSV with columns "
                           f"{columns.image!r} and {columns.label!r}{hint}")
     return source
+
+
+def source_name(spec: SourceSpec) -> str:
+    """The name a source gets in manifests and reports (before any -2 suffix of a clash)."""
+    if spec.name:
+        return spec.name
+    if spec.path.lower().startswith("kaggle:"):
+        return spec.path.split(":", 1)[1].strip().strip("/").split("/")[-1]
+    path = Path(spec.path).expanduser()
+    return (path.stem if path.is_file() else path.resolve().name) or "source"
+
+
+def source_weights(specs: list) -> dict[str, float]:
+    """``{source name: sampling weight}`` of the sources whose weight is not 1."""
+    parsed = [SourceSpec.parse(s) for s in specs]
+    return {source_name(s): float(s.weight) for s in parsed if float(s.weight) != 1.0}
 
 
 def _kaggle_download(handle: str) -> Path:
@@ -220,23 +330,28 @@ def expand_specs(specs: list[str]) -> list[str]:
     return out
 
 
-def open_sources(specs: list[str | os.PathLike], columns: LabelColumns = LabelColumns()) -> list[Source]:
-    """Open every source (downloading ``kaggle:`` ones); names are made unique per run."""
+def open_sources(specs: list, columns: LabelColumns = LabelColumns()) -> list[Source]:
+    """Open every source (paths, ``kaggle:`` handles, or :class:`SourceSpec` mappings; downloading
+    ``kaggle:`` ones); names are made unique per run."""
     sources: list[Source] = []
+    parsed = [SourceSpec.parse(s) for s in specs]
+    by_path = {s.path: s for s in parsed}
     try:
-        for spec in expand_specs([str(s) for s in specs]):
+        for spec in expand_specs([s.path for s in parsed]):
+            ss = by_path.get(spec, SourceSpec(spec))
             if spec.lower().startswith("kaggle:"):
                 handle = spec.split(":", 1)[1].strip().strip("/")
                 if handle.count("/") != 1:
                     raise EmorecError(f"{spec}: expected kaggle:owner/dataset or kaggle:all")
-                path, base = _kaggle_download(handle), handle.split("/")[1]
+                path = _kaggle_download(handle)
             else:
                 path = Path(spec).expanduser()
-                base = (path.stem if path.is_file() else path.resolve().name) or "source"
+            base = source_name(ss)
             name, k = base, 2
             while any(s.name == name for s in sources):
                 name, k = f"{base}-{k}", k + 1
-            sources.append(open_source(spec, path, name, columns))
+            sources.append(open_source(spec, path, name, columns, ss))
+            sources[-1].spec_options = ss
     except BaseException:
         for s in sources:
             s.close()

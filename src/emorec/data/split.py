@@ -8,6 +8,8 @@ A group (one image alone, or a set of duplicates) goes to
    a source without its own test (val) split gives ``test_fraction`` (``val_fraction``)
    of its pooled groups to test (val); the rest is train (one copy kept).
 A group whose members disagree on the label never reaches train or val.
+Where a source names its people (``Entry.person``), whole people are drawn instead of images:
+no person is in two splits, and the fractions are fractions of its people.
 
 FER2013 keeps its whole test set in ``test/``: ``PublicTest_*`` files are the usual
 validation set and go to val, ``PrivateTest_*`` are the standard test set.
@@ -46,8 +48,10 @@ class Plan:
 
 
 def assign_splits(entries: list[Entry], roots: np.ndarray, seed: int, val_fraction: float,
-                  test_fraction: float, keep_source_splits: bool = True) -> Plan:
-    """``roots``: per entry, its duplicate component (see :func:`dedup.find_groups`)."""
+                  test_fraction: float, keep_source_splits: bool = True,
+                  fractions: dict[str, tuple[float | None, float | None]] | None = None) -> Plan:
+    """``roots``: per entry, its duplicate component (see :func:`dedup.find_groups`);
+    ``fractions``: a source's own (val, test) fractions where they differ from the global ones."""
     n = len(entries)
     home = [home_split(e, keep_source_splits) for e in entries]
     members: dict[int, list[int]] = defaultdict(list)
@@ -59,6 +63,7 @@ def assign_splits(entries: list[Entry], roots: np.ndarray, seed: int, val_fracti
         source_has[e.source].add(h)
 
     pooled: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
+    people: dict[str, dict[str, list[list[int]]]] = defaultdict(lambda: defaultdict(list))
     number = 0
     for group in members.values():  # ordered by first member, so numbering is stable
         conflict = len({entries[i].label for i in group}) > 1
@@ -76,16 +81,32 @@ def assign_splits(entries: list[Entry], roots: np.ndarray, seed: int, val_fracti
             plan.dropped["conflict"] += len(group)
         else:
             first = entries[group[0]]
-            pooled[(first.source, first.label)].append(group)
+            if first.person:
+                people[first.source][first.person].append(group)
+            else:
+                pooled[(first.source, first.label)].append(group)
+
+    def counts(source: str, n: int) -> tuple[int, int]:
+        val, test = (fractions or {}).get(source, (None, None))
+        val, test = val_fraction if val is None else val, test_fraction if test is None else test
+        return (0 if "test" in source_has[source] else int(round(test * n)),
+                0 if "val" in source_has[source] else int(round(val * n)))
 
     for (source, label), groups in sorted(pooled.items()):
         rng = np.random.default_rng([seed, zlib.crc32(source.encode()), zlib.crc32(label.encode())])
         order = rng.permutation(len(groups))
-        n_test = 0 if "test" in source_has[source] else int(round(test_fraction * len(groups)))
-        n_val = 0 if "val" in source_has[source] else int(round(val_fraction * len(groups)))
+        n_test, n_val = counts(source, len(groups))
         for rank, g in enumerate(order):
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             _place(plan, groups[g], split, [groups[g][0]], home, entries, pooled=True)
+    for source, by_person in sorted(people.items()):
+        names = sorted(by_person)
+        order = np.random.default_rng([seed, zlib.crc32(source.encode())]).permutation(len(names))
+        n_test, n_val = counts(source, len(names))
+        for rank, p in enumerate(order):
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            for group in by_person[names[p]]:
+                _place(plan, group, split, [group[0]], home, entries, pooled=True)
     return plan
 
 

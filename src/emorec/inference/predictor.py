@@ -16,7 +16,7 @@ import numpy as np
 
 from emorec.config import DEFAULT_MODEL, PACKAGED_MODELS_DIR, SHIPPED_MODELS, SHIPPED_MODELS_DIR
 from emorec.errors import EmorecError
-from emorec.inference.detect import Detection, Detector, make_detector
+from emorec.detect import Detection, Detector, make_detector
 from emorec.inference.face import Face
 from emorec.modelfile import ModelInfo, open_session, read_info, session_probs
 from emorec.preprocess import crop_face, face_to_array

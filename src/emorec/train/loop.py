@@ -20,7 +20,8 @@ import torch
 import torch.distributed as dist
 
 from emorec.config import SHIPPED_MODELS_DIR, Config, class_rows
-from emorec.data.dataset import class_weights, epoch_indices, load_split
+from emorec.data.dataset import class_weights, epoch_indices, load_split, sample_weights
+from emorec.data.sources import source_weights
 from emorec.errors import EmorecError
 from emorec.models import create_model, set_trainable
 from emorec.models.checkpoint import load_checkpoint, save_atomic
@@ -145,6 +146,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         say(f"train {len(train_data)} images {dict(zip(cfg.active_classes, counts.tolist()))}, val {len(val_data)}, "
             f"device {device}")
         labels_cpu = train_data.labels  # epoch orders are drawn on the CPU, device-independent
+        draw_weights = sample_weights(cfg.data_dir, train_data.paths, source_weights(cfg.sources))
         # The whole decoded train split fits on a GPU; batches are then indexed there.
         train_data.images, train_data.labels = train_data.images.to(device), train_data.labels.to(device)
         if train_data.soft is not None:
@@ -195,7 +197,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
                 # Wrapped only when an epoch runs: a stop between stages leaves no unused DDP to tear down.
                 if net is None:
                     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-                idx = epoch_indices(labels_cpu, cfg.balanced_sampling, len(history), cfg.seed, rank, world)
+                idx = epoch_indices(labels_cpu, cfg.balanced_sampling, len(history), cfg.seed, rank, world,
+                                    draw_weights)
                 tr = train_one_epoch(net, train_data, idx, optimizer, loss_fn, transform=transform,
                                      batch_size=cfg.batch_size, hard_label_weight=cfg.hard_label_weight,
                                      label_smoothing=cfg.label_smoothing, mix=mix if spec["mix"] else None,

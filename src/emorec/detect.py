@@ -37,7 +37,7 @@ class Detector(Protocol):
 
 
 # Shipped inside the package (230 KB, MIT, OpenCV Zoo; see NOTICE): no download by default.
-PACKAGED_YUNET = Path(__file__).resolve().parents[1] / "assets" / YUNET_FILE
+PACKAGED_YUNET = Path(__file__).resolve().parent / "assets" / YUNET_FILE
 
 
 def yunet_cache_path() -> Path:
