@@ -4,6 +4,7 @@ photo-domain and posed datasets."""
 from __future__ import annotations
 
 import csv
+import json
 import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -64,9 +65,18 @@ def test_file_name_pattern_codes_and_people(tmp_path, capsys):
     # the same seed gives the same people; another seed other people
     again = prepare(cfg, None, tmp_path / "again")
     assert sorted(map(tuple, (r.values() for r in manifest(tmp_path / "again")))) == sorted(map(tuple, (r.values() for r in rows)))
-    other = prepare(cfg.with_overrides({"seed": 7}), None, tmp_path / "other")
+    prepare(cfg.with_overrides({"seed": 7}), None, tmp_path / "other")
     assert {r["person"] for r in manifest(tmp_path / "other") if r["split"] == "val"} != \
-           {r["person"] for r in rows if r["split"] == "val"} or other is None
+           {r["person"] for r in rows if r["split"] == "val"}
+    # the split tool's option: by image instead (people then straddle splits), said in the report
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"SOURCES": [spec], "ACTIVE_CLASSES": ["angry", "happy", "sad"]}))
+    assert main(["data", "prepare", "--out", str(tmp_path / "by_image"), "--no-person-split",
+                 "--config", str(tmp_path / "c.yaml")]) == 0
+    by_image = json.loads((tmp_path / "by_image" / "data_report.json").read_text())
+    assert by_image["config"]["split_by_person"] is False and report["config"]["split_by_person"] is True
+    assert by_image["people"] == {} and report["people"]["kdef"]
 
 
 def test_numeric_label_codes_in_a_csv_and_own_fractions(tmp_path):

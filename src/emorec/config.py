@@ -106,6 +106,7 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     keep_source_splits: bool = True  # reuse a source's own test/val split when it has one
+    split_by_person: bool = True  # a source that names its people (a pattern's person field) is split by person
     near_dup_bits: int = 0  # max Hamming distance of 64-bit average hashes counted as near duplicates
 
 

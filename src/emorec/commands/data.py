@@ -16,6 +16,9 @@ def add_arguments(p) -> None:
     prep.add_argument("--force", action="store_true", help="replace an existing split in the output folder")
     prep.add_argument("--no-source-splits", action="store_true",
                       help="ignore the sources' own train/val/test splits; split everything by fractions")
+    prep.add_argument("--no-person-split", action="store_true",
+                      help="split sources that name their people by image, not by person "
+                           "(by default no person is in two splits)")
     add_config_arguments(prep)
     rep = sub.add_parser("report", help="counts of an existing split",
                          description="Print the per-split, per-class counts of a prepared split.")
@@ -49,6 +52,8 @@ def run(args) -> int:
         return 0
     if args.no_source_splits:
         cfg = cfg.with_overrides({"keep_source_splits": False})
+    if args.no_person_split:
+        cfg = cfg.with_overrides({"split_by_person": False})
     report = prepare(cfg, args.sources or None, args.out, force=args.force)
     print(format_report(report))
     return 0

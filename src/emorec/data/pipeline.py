@@ -9,6 +9,7 @@ sibling folder and moved into place at the end, so a failed run leaves no half-w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -267,6 +268,8 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
     labels = [e.label for e in sc.entries]
     splits = [e.split for e in sc.entries]
     by_name = {s.name: s for s in sc.sources}
+    if not cfg.split_by_person:
+        sc.entries = [dataclasses.replace(e, person=None) for e in sc.entries]
     exact, groups = find_groups(sc.md5, sc.ahash, cfg.near_dup_bits,
                                 np.array([e.person is not None for e in sc.entries], bool))
     fractions = {s.name: (s.spec_options.val_fraction, s.spec_options.test_fraction)
@@ -281,7 +284,8 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
     report = {
         "out_dir": portable_path(out),
         "config": {k: settings[k] for k in ("active_classes", "seed", "val_fraction", "test_fraction",
-                                             "keep_source_splits", "near_dup_bits", "face_margin")},
+                                             "keep_source_splits", "split_by_person", "near_dup_bits",
+                                             "face_margin")},
         "sources": {s.name: _source_report(s, sc) for s in sc.sources},
         "bad_files": sc.bad,
         "duplicates": {
