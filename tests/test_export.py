@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emorec.cli import main
@@ -287,3 +288,24 @@ def test_int8_calibration_that_would_not_fit_in_memory_is_one_line(trained, tmp_
     assert out.is_file() and not (tmp_path / "m.int8.onnx").exists()
     one = ex.calibration_bytes(out, 1)
     assert one > 4 * 64 * 64 and ex.calibration_bytes(out, 50) == 50 * one  # every activation, per face
+
+
+def test_int8_calibration_reads_faces_in_chunks():
+    """The calibration reader hands onnxruntime one range of batches at a time (CalibStridedMinMax),
+    so histograms are built chunk by chunk and memory holds one chunk of activations."""
+    from emorec.export import CALIB_BATCH, CALIB_CHUNK, _Calibration
+
+    faces = np.arange(100 * 4, dtype=np.uint8).reshape(100, 1, 2, 2)
+    reader = _Calibration(faces)
+    assert len(reader) == 100 // CALIB_BATCH
+    stride = reader.stride()
+    assert len(reader) % stride == 0 and stride * CALIB_BATCH <= CALIB_CHUNK
+    seen = []
+    for start in range(0, len(reader), stride):
+        reader.set_range(start, start + stride)
+        while (batch := reader.get_next()) is not None:
+            seen.append(batch["input"])
+        assert reader.get_next() is None  # the range is used up until the next one is set
+    got = np.concatenate(seen)
+    assert got.shape == (len(reader) * CALIB_BATCH, 1, 2, 2)
+    assert np.array_equal(got, faces[:len(got)].astype(np.float32) / 255.0)

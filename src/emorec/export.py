@@ -83,16 +83,33 @@ def store_metrics(onnx_path: Path, result: dict) -> dict:
     return info.metrics
 
 
-class _Calibration:
-    """Feeds onnxruntime's static quantiser with real training faces."""
+CALIB_BATCH = 16  # faces per calibration batch (histogram calibrators cannot stack ragged ones)
+CALIB_CHUNK = 64  # faces whose activations are held at once: the histograms grow chunk by chunk
 
-    def __init__(self, images: np.ndarray, batch: int = 16):
-        # Equal-sized batches: histogram calibrators cannot stack ragged ones.
+
+class _Calibration:
+    """Feeds onnxruntime's static quantiser with real training faces, one range of batches at a
+    time (``set_range``, driven by ``CalibStridedMinMax``): activations are turned into histograms
+    chunk by chunk, so memory holds one chunk, not every face."""
+
+    def __init__(self, images: np.ndarray, batch: int = CALIB_BATCH):
         n = max(batch, len(images) // batch * batch)
         self.batches = [images[i:i + batch] for i in range(0, min(n, len(images)), batch)]
+        self._todo: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._todo = list(self.batches[start_index:end_index])
+
+    def stride(self, faces: int = CALIB_CHUNK) -> int:
+        """Batches per chunk: at most ``faces`` faces, and a divisor of the batch count."""
+        want = max(1, faces // CALIB_BATCH)
+        return next(s for s in range(min(want, len(self)), 0, -1) if len(self) % s == 0)
 
     def get_next(self):
-        return {"input": to_float(self.batches.pop(0))} if self.batches else None
+        return {"input": to_float(self._todo.pop(0))} if self._todo else None
 
     def rewind(self):  # not needed by one calibration pass
         pass
@@ -149,9 +166,11 @@ def quantize_int8(fp32: Path, out: Path, calib_images: np.ndarray, calibration: 
         made_by = {o: n.op_type for n in nodes for o in n.output}
         firsts = [n.name for n in nodes if n.op_type == "Conv" and made_by.get(n.input[0]) in ("Div", None)]
         heads = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
-        quantize_static(str(pre), str(out), _Calibration(calib_images), quant_format=QuantFormat.QDQ,
+        reader = _Calibration(calib_images)
+        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=methods[calibration], nodes_to_exclude=firsts + heads)
+                        calibrate_method=methods[calibration], nodes_to_exclude=firsts + heads,
+                        extra_options={"CalibStridedMinMax": reader.stride()})
     return out
 
 
@@ -226,7 +245,7 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
                            max_per_class=max(1, cfg.int8_calib_images // cfg.num_classes), seed=cfg.seed,
                            progress=False, source_size=cfg.source_size)
         q = out.with_name(out.stem + ".int8.onnx")
-        check_calibration_memory(out, len(calib.images))
+        check_calibration_memory(out, min(len(calib.images), CALIB_CHUNK))
         quantize_int8(out, q, calib.images.numpy(), cfg.int8_calibration)
         set_metadata(q, info)
         p_q = _ort_probs(q, x)
