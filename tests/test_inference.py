@@ -441,3 +441,26 @@ def test_predictor_uses_the_source_size_written_in_the_model(tmp_path):
     # Files written before SOURCE_SIZE existed read as 0 (no reduction).
     old = '{"classes": ["happy", "sad"], "img_size": 48, "grayscale": true, "face_margin": 0.0}'
     assert ModelInfo.from_json(old).source_size == 0
+
+
+def test_labels_cover_no_other_label_and_no_face(yunet_path):
+    """examples/multi_face.jpg: five faces side by side, labels numbered as the CLI draws them; no
+    label covers another label or a face, all stay inside the photo, and their letters are at least
+    13 px tall in the photo as the app shows it (700 px wide)."""
+    from emorec.inference.draw import label_layout
+    from conftest import ROOT
+
+    img = read_image(ROOT / "examples" / "multi_face.jpg")
+    faces = Predictor.from_path("5class", detector_path=yunet_path).predict([img])[0]
+    assert len(faces) == 5
+    for top_k in (1, 3):
+        layout = label_layout(img.shape, faces, top_k, numbered=True)
+        rects = [r for _, r, _ in layout]
+        boxes = [(x, y, x + w, y + h) for x, y, w, h in (f.box for f in faces)]
+        inter = lambda a, b: max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        for i, r in enumerate(rects):
+            assert 0 <= r[0] and 0 <= r[1] and r[2] <= img.shape[1] and r[3] <= img.shape[0]
+            assert all(inter(r, q) == 0 for j, q in enumerate(rects) if j != i), (top_k, i, rects)
+            if top_k == 1:  # three labels per face cannot all fit beside five close faces
+                assert all(inter(r, b) == 0 for b in boxes), (i, r)
+        assert min(th for _, _, th in layout) * 700 / img.shape[1] >= 13
