@@ -107,7 +107,7 @@ def test_predict_multi_face(client, multi_face):
         x, y, w, h = face["box"]
         assert w > 0 and h > 0 and 0 <= x < body["width"] and 0 <= y < body["height"]
         assert 0.6 <= face["det_score"] <= 1.0
-        assert [t["label"] for t in face["top"]][0] == face["label"] and len(face["top"]) == 3
+        assert [t["label"] for t in face["top"]] == [face["label"]]  # TOP_K = 1, as the CLI
 
 
 def test_predict_options_query_and_form(client, multi_face):
@@ -170,7 +170,9 @@ def test_oversize_upload_is_413(client):
     # still as JSON naming the limit.
     r = post_one(client, "huge.jpg", b"\xff" * (3 * MAX_UPLOAD))
     detail = assert_one_line_error(r, 413)
-    assert detail == f"request body too large (limit {MAX_UPLOAD + 64 * 1024:,} bytes)"
+    assert detail == f"request body too large (limit {MAX_UPLOAD:,} bytes per file)"
+    # the number GET / publishes, one number per limit
+    assert client.get("/").json()["limits"]["upload_bytes"] == MAX_UPLOAD
 
 
 def test_pixel_bomb_is_413(client, predictor):
@@ -204,19 +206,21 @@ def test_batch_mixed_items(client, multi_face):
              ("files", ("text.jpg", b"hello", "image/jpeg")),
              ("files", ("empty.png", b"", "image/png")),
              ("files", ("big.jpg", b"\xff" * (MAX_UPLOAD + 1), "image/jpeg"))]
-    r = client.post("/predict/batch", files=files, params={"top_k": 1})
+    r = client.post("/predict/batch", files=files, params={"top_k": 2})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "test"
     res = body["results"]
-    assert [x["filename"] for x in res] == ["faces.jpg", "text.jpg", "empty.png", "big.jpg"]
+    assert [x["path"] for x in res] == ["faces.jpg", "text.jpg", "empty.png", "big.jpg"]
     assert [x["status"] for x in res] == [200, 422, 422, 413]
     assert len(res[0]["faces"]) == 5 and res[0]["error"] is None
-    assert all(len(f["top"]) == 1 for f in res[0]["faces"])
-    for bad in res[1:]:
-        assert bad["faces"] is None and bad["filename"] in bad["error"] and "\n" not in bad["error"]
-    # the batch answer for a file equals the single answer
-    single = post_one(client, "faces.jpg", multi_face, top_k=1).json()["faces"]
+    assert all(len(f["top"]) == 2 for f in res[0]["faces"])
+    for bad in res[1:]:  # the one envelope: faces [] and the error
+        assert bad["faces"] == [] and bad["width"] is None and bad["path"] in bad["error"] and "\n" not in bad["error"]
+    # the batch answer for a file equals the single answer, in the same envelope
+    one = post_one(client, "faces.jpg", multi_face, top_k=2).json()
+    assert set(one) == {"model", *(k for k in res[0] if k != "status")}
+    single = one["faces"]
     assert [f["box"] for f in single] == [f["box"] for f in res[0]["faces"]]
     for a, b in zip(single, res[0]["faces"]):
         assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)

@@ -99,3 +99,31 @@ def test_whole_photos_are_scored_through_the_detector(tiny_onnx, yunet_path, ima
     assert main(["evaluate", "--photos", str(src), "--model", str(tiny_onnx), "--out", str(tmp_path / "o2")]) == 0
     out = capsys.readouterr().out
     assert "(4 photos, no face found in 1, 0 unreadable" in out and "recall: angry" in out
+
+
+def test_split_and_photo_reports_do_not_overwrite_each_other(tiny_onnx, yunet_path, images_dir, tmp_path,
+                                                              monkeypatch, capsys):
+    """evaluate and evaluate --photos with the same REPORTS_DIR: two metrics.json, both kept."""
+    import json
+
+    from emorec.config import Config
+    from emorec.data import prepare
+    from test_data import face, save
+
+    src = tmp_path / "src"
+    for j, c in enumerate(("angry", "happy", "sad")):
+        for k in range(4):
+            save(src / c / f"{k}.png", face(10 * j + k))
+    prepare(Config(val_fraction=0.25, test_fraction=0.25), [src], tmp_path / "split")
+    photos = tmp_path / "photos" / "happy"
+    photos.mkdir(parents=True)
+    (photos / "multi.jpg").write_bytes((images_dir / "multi_face.jpg").read_bytes())
+    monkeypatch.setenv("EMOREC_YUNET", str(yunet_path))
+    reports = tmp_path / "reports"
+    common = ["--model", str(tiny_onnx), "--set", f"REPORTS_DIR={reports}", "--set", f"CACHE_DIR={tmp_path / 'c'}"]
+    assert main(["evaluate", "--set", f"DATA_DIR={tmp_path / 'split'}", *common]) == 0
+    assert main(["evaluate", "--photos", str(tmp_path / "photos"), *common]) == 0
+    out = capsys.readouterr().out
+    split, photo = (json.loads((d / "metrics.json").read_text()) for d in (reports, reports / "photos"))
+    assert split["split"] == "test" and split["n"] == 3 and photo["n"] == 1 and "photos" in photo
+    assert f"wrote {reports / 'photos' / 'metrics.json'}" in out

@@ -125,7 +125,31 @@ def test_json_output(capsys, tiny_onnx, images_dir, tmp_path):
         assert set(f) == {"box", "label", "confidence", "probs", "det_score", "top"}
         assert f["top"][0] == {"label": f["label"], "prob": f["confidence"]} and len(f["top"]) == 2
         assert sum(f["probs"].values()) == pytest.approx(1, abs=1e-5)
-    assert "not an image" in by_path[str(bad)]["error"]
+    assert "not an image" in by_path[str(bad)]["error"] and by_path[str(bad)]["faces"] == []
+    # one envelope per image, the API's: the same keys, in the CLI and in POST /predict's answer
+    from emorec.api import ImageOut
+
+    for r in doc["results"]:
+        assert set(r) == set(ImageOut.model_fields)
+    good = by_path[str(images_dir / "multi_face.jpg")]
+    assert (good["width"], good["height"]) == (1000, 667) and good["error"] is None
+
+
+def test_one_default_for_top(capsys, tiny_onnx, images_dir):
+    """The CLI, the API and the library list the same number of classes in a face's "top"."""
+    import inspect
+
+    from emorec.api import create_app
+    from emorec.inference.face import TOP_K, Face
+
+    rc, out, _ = predict(capsys, images_dir / "single_face.jpg", "--model", tiny_onnx, "--json")
+    [face] = json.loads(out)["results"][0]["faces"]
+    assert len(face["top"]) == TOP_K
+    assert inspect.signature(Face.to_dict).parameters["top_k"].default == TOP_K
+    app = create_app(object())
+    for route in app.routes:
+        if getattr(route, "path", "") in ("/predict", "/predict/batch"):
+            assert inspect.signature(route.endpoint).parameters["top_k"].default == TOP_K
 
 
 def test_csv_to_a_file(capsys, tiny_onnx, images_dir, tmp_path):
@@ -255,8 +279,15 @@ def usage_error(capsys, *args) -> str:
 def test_usage_errors(capsys, tiny_onnx, images_dir, tmp_path, clip):
     img = images_dir / "single_face.jpg"
     (tmp_path / "empty").mkdir()
-    assert "no images or videos in this folder" in usage_error(capsys, tmp_path / "empty", "--model", tiny_onnx)
-    assert "no such file" in usage_error(capsys, tmp_path / "nope.jpg", "--model", tiny_onnx)
+    # an input that gives nothing is an input error (exit 1), alone or beside a good file: one rule
+    for bad, why in ((tmp_path / "empty", "no images or videos in this folder"), (tmp_path / "nope.jpg", "no such file")):
+        for args in ((bad,), (bad, img)):
+            rc, out, err = predict(capsys, *args, "--model", tiny_onnx, "--json")
+            assert rc == 1 and err.splitlines() == [f"emorec predict: skipped {bad}: {why}"], err
+            results = json.loads(out)["results"]
+            assert results[0] == {"path": str(bad), "width": None, "height": None, "faces": [],
+                                  "error": f"{bad}: {why}"}
+            assert len(results) == len(args)
     assert "--top-k" in usage_error(capsys, img, "--model", tiny_onnx, "--top-k", "0")
     assert "--every" in usage_error(capsys, clip, "--model", tiny_onnx, "--every", "0")
     assert "--video-out" in usage_error(capsys, img, "--model", tiny_onnx, "--video-out", tmp_path / "v.mp4")
@@ -346,3 +377,11 @@ def test_shipped_models_by_name_need_no_class_setting(capsys, images_dir, name):
     faces = doc["results"][0]["faces"]
     want = DEFAULT_CLASSES if name == "5class" else FER_CLASSES
     assert rc == 0 and len(faces) == 5 and doc["classes"] == want and list(faces[0]["probs"]) == want
+
+
+def test_a_bad_flag_shows_the_commands_own_usage(capsys, images_dir):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(images_dir / "single_face.jpg"), "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: emorec predict ")
+    assert err.splitlines()[-1] == "emorec predict: error: unrecognized arguments: --bogus"

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from emorec import __version__, imageio
 from emorec.errors import EmorecError
+from emorec.inference.face import TOP_K, image_record
 
 log = logging.getLogger("emorec.api")
 
@@ -62,7 +63,7 @@ class _Guard:
     Content-Length would hang forever), Starlette's plain-text 413 becomes JSON naming the limit,
     and every response carries the security headers."""
 
-    def __init__(self, app, body_timeout: float, limits: dict[str, int]):
+    def __init__(self, app, body_timeout: float, limits: dict[str, str]):
         self.app, self.body_timeout, self.limits = app, body_timeout, limits
 
     async def __call__(self, scope, receive, send):
@@ -113,7 +114,7 @@ class _Guard:
 
     def _too_large(self, path: str) -> bytes:
         limit = self.limits.get(path.rstrip("/"))
-        detail = f"request body too large (limit {limit:,} bytes)" if limit else "request body too large"
+        detail = f"request body too large ({limit})" if limit else "request body too large"
         return json.dumps({"detail": detail}).encode()
 
 
@@ -136,20 +137,22 @@ class FaceOut(BaseModel):
     top: list[LabelProb] = Field(description="the top_k most likely classes, best first")
 
 
-class PredictOut(BaseModel):
-    faces: list[FaceOut]
-    width: int
-    height: int
+class ImageOut(BaseModel):
+    """One image's result: the same envelope as each of `emorec predict --json`'s results."""
+
+    path: str = Field(description="the uploaded file's name")
+    width: int | None = Field(description="the image's width in pixels (null when it could not be read)")
+    height: int | None
+    faces: list[FaceOut] = Field(description="one per face found; [] for none, and for a failed image")
+    error: str | None = Field(description="why this image failed; null when it did not")
+
+
+class PredictOut(ImageOut):
     model: str = Field(description="model version")
 
 
-class BatchItemOut(BaseModel):
-    filename: str
+class BatchItemOut(ImageOut):
     status: int = Field(description="HTTP-style status of this item: 200, 413, 422 or 500")
-    faces: list[FaceOut] | None = None
-    width: int | None = None
-    height: int | None = None
-    error: str | None = None
 
 
 class BatchOut(BaseModel):
@@ -212,7 +215,7 @@ def _decode(name: str, data: bytes, max_pixels: int, decode_pixels: int | None =
     return img, max(w, h) / max(img.shape[:2]), upright
 
 
-def _faces_out(faces, factor: float, size: tuple[int, int], top_k: int) -> list[dict[str, Any]]:
+def _in_original(faces, factor: float, size: tuple[int, int]) -> list:
     """Faces of a reduced decode, with boxes in the original photo's pixels."""
     w, h = size
     out = []
@@ -220,7 +223,7 @@ def _faces_out(faces, factor: float, size: tuple[int, int], top_k: int) -> list[
         if factor != 1.0:
             x, y, bw, bh = (int(round(v * factor)) for v in f.box)
             f = dataclasses.replace(f, box=(x, y, min(bw, w - x), min(bh, h - y)))
-        out.append(f.to_dict(top_k))
+        out.append(f)
     return out
 
 
@@ -272,8 +275,10 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
                               "trained from.")
     app.state.predictor = predictor
     batch_limit = max_batch_files * max_upload_bytes + MULTIPART_OVERHEAD
+    # The body cut-off allows for multipart framing; messages name the limits GET / publishes.
     app.add_middleware(_Guard, body_timeout=body_timeout,
-                       limits={"/predict": max_upload_bytes + MULTIPART_OVERHEAD, "/predict/batch": batch_limit})
+                       limits={"/predict": f"limit {max_upload_bytes:,} bytes per file",
+                               "/predict/batch": f"limit {max_batch_files} files of {max_upload_bytes:,} bytes"})
     slots = threading.BoundedSemaphore(max_concurrent)
 
     @contextmanager
@@ -341,20 +346,20 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     def one_image(name: str, data: bytes, detect: bool, top_k: int) -> dict[str, Any]:
         img, factor, size = _decode(name, data, max_pixels, decode_pixels)
         faces = get_predictor().predict([img], detect=detect)[0]  # thread-safe
-        return {"faces": _faces_out(faces, factor, size, top_k), "width": size[0], "height": size[1]}
+        return image_record(name, _in_original(faces, factor, size), size, top_k)
 
     @app.post("/predict", response_model=PredictOut, responses=ERRORS,
               max_body_size=max_upload_bytes + MULTIPART_OVERHEAD)
     def predict(file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, BMP, TIFF...)")],
-                detect_q: detect_query = None, detect_f: detect_form = None, top_k: top_k_query = 3):
+                detect_q: detect_query = None, detect_f: detect_form = None, top_k: top_k_query = TOP_K):
         detect, top_k = options(detect_q, detect_f, top_k)
         name, data = _read_upload(file, max_upload_bytes)
         with slot():
-            return {**one_image(name, data, detect, top_k), "model": get_predictor().info.version}
+            return {"model": get_predictor().info.version, **one_image(name, data, detect, top_k)}
 
     @app.post("/predict/batch", response_model=BatchOut, responses=ERRORS, max_body_size=batch_limit)
     def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {max_batch_files} images")],
-                      detect_q: detect_query = None, detect_f: detect_form = None, top_k: top_k_query = 3):
+                      detect_q: detect_query = None, detect_f: detect_form = None, top_k: top_k_query = TOP_K):
         detect, top_k = options(detect_q, detect_f, top_k)
         if len(files) > max_batch_files:
             raise TooLarge(f"too many files ({len(files)}, limit {max_batch_files})")
@@ -364,13 +369,13 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
                 name = upload.filename or "upload"
                 try:
                     name, data = _read_upload(upload, max_upload_bytes)
-                    results.append({"filename": name, "status": 200, **one_image(name, data, detect, top_k)})
+                    results.append({**one_image(name, data, detect, top_k), "status": 200})
                 except EmorecError as e:
-                    results.append({"filename": name, "status": 413 if isinstance(e, TooLarge) else 422,
-                                    "error": str(e)})
+                    results.append({**image_record(name, [], error=str(e)),
+                                    "status": 413 if isinstance(e, TooLarge) else 422})
                 except Exception:  # this image's failure, never the batch's
                     log.exception("unexpected error on %s", name)
-                    results.append({"filename": name, "status": 500, "error": f"{name}: internal error"})
+                    results.append({**image_record(name, [], error=f"{name}: internal error"), "status": 500})
         return {"results": results, "model": get_predictor().info.version}
 
     return app

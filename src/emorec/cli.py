@@ -78,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"emorec.commands.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, so its usage is the one shown
+        (getattr(args, "_parser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     args._process_entry = argv is None  # called as a program, not from Python code
     if not getattr(args, "_module", None):
         parser.print_help()

@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--baseline", help="with --suite: the model to compare against (e.g. 7class)")
     p.add_argument("--split", default="test", help="split of DATA_DIR to evaluate (default: test)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped face")
-    p.add_argument("--out", help="report folder (default: REPORTS_DIR)")
+    p.add_argument("--out", help="report folder (default: REPORTS_DIR; with --photos REPORTS_DIR/photos, "
+                                 "with --suite REPORTS_DIR/suite, so that no report overwrites another)")
     p.add_argument("--store", action="store_true",
                    help="store the metrics in the evaluated ONNX model's metadata (shown by the app and the API)")
 
@@ -62,7 +63,7 @@ def run(args) -> int:
 
 def _photos(cfg, args) -> int:
     from emorec.errors import EmorecError
-    from emorec.evaluation.evaluate import evaluate_photos
+    from emorec.evaluation.evaluate import PHOTOS_REPORTS, evaluate_photos
 
     if args.model and Path(args.model).suffix == ".pt":
         raise EmorecError("--photos scores an ONNX model on the predict path; export the checkpoint first")
@@ -74,7 +75,7 @@ def _photos(cfg, args) -> int:
     print(f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  ({r['n']} photos, "
           f"no face found in {r['no_face']}, {len(r['unreadable'])} unreadable, {r['seconds']:.1f} s)")
     print(f"recall: {recall}")
-    out = Path(args.out) if args.out else Path(cfg.reports_dir)
+    out = Path(args.out) if args.out else Path(cfg.reports_dir) / PHOTOS_REPORTS
     print(f"wrote {out / 'metrics.json'}, {out / 'classification_report.txt'}, {out / 'confusion_matrix.png'}, "
           f"{out / 'predictions.csv'}")
     return 0

@@ -1,8 +1,10 @@
 """`emorec predict PATH [PATH ...]`: emotions of the faces in images, folders and videos.
 
-A bad file among the inputs is reported on stderr (one line) and skipped; the others are
-still processed and written. Exit status: 0 when every input was processed, 1 when some
-could not be (results for the rest written), 2 for usage errors (bad model, bad options).
+An input that cannot be processed (missing, an empty folder, unreadable, not an image) is
+reported on stderr (one line) and recorded in the output with its error; the others are still
+processed and written. Exit status: 0 when every input was processed, 1 when one or more could
+not be (alone or beside good ones), 2 for usage errors, before any input is read (bad option,
+bad model, bad output path).
 """
 from __future__ import annotations
 
@@ -12,14 +14,17 @@ import sys
 from pathlib import Path
 
 from emorec.cli import add_config_arguments
+from emorec.inference.face import TOP_K
 
-EPILOG = """output: one line (text), row (CSV) or record (JSON) per face; a face's box is x, y, w, h
-in original-image pixels (top-left corner, width, height). JSON faces have the shape of the API's:
-{"box": [x, y, w, h], "label", "confidence", "probs": {class: p}, "det_score", "top": [{"label", "prob"}]}.
+EPILOG = """output: one line (text) or row (CSV) per face, or one JSON document; a face's box is x, y, w, h
+in original-image pixels (top-left corner, width, height). JSON: {"model", "classes", "detector",
+"results": [image, ...]}, each image as the API's POST /predict answers it: {"path", "width", "height",
+"faces": [{"box", "label", "confidence", "probs", "det_score", "top"}], "error"} (an image that
+failed: "faces": [] and the error).
 models: an .onnx file, or a shipped model by name: 5class (the default) or 7class (with neutral
 and disgust).
-exit status: 0 every input processed; 1 some inputs could not be read (the rest are written);
-2 usage error."""
+exit status: 0 every input processed; 1 one or more inputs could not be (missing, unreadable:
+each reported, the rest written); 2 usage error (bad option, model or output path), nothing run."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", metavar="FILE", help="write the results to FILE instead of stdout")
     p.add_argument("--annotate", metavar="OUT",
                    help="save images with boxes and labels: a file for one image, else a folder")
-    p.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most likely emotions per face")
+    p.add_argument("--top-k", type=int, default=TOP_K, metavar="K",
+                   help=f"show the K most likely emotions per face (default {TOP_K}, as the API)")
     p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads (default: config ORT_THREADS)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: analyse every Nth frame")
     p.add_argument("--video-out", metavar="FILE", help="videos: write an annotated copy (.mp4 .avi .mkv .mov)")
@@ -70,10 +76,6 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(f"emorec predict: skipped {printable(msg)}", file=sys.stderr)
 
     items, from_folder, problems = collect(args.paths)
-    if not items:  # nothing to do: a usage error, said in one line
-        raise EmorecError(problems[0] if len(problems) == 1 else f"no images or videos found in: {' '.join(args.paths)}")
-    for msg in problems:
-        report(msg)
     videos = [p for p, _ in items if is_video(p)]
     writer = None
     if args.video_out:
@@ -92,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads)
     stream = _open_output(args.output)
     out = WRITERS["json" if args.json else "csv" if args.csv else "text"](stream, predictor, args.top_k)
+    for path, msg in problems:
+        report(msg)
+        out.error(path, msg)
     try:
         # disable=None: a bar only on a terminal, so logs and pipes get clean lines
         with tqdm(total=len(items), unit="file", disable=True if len(items) < 2 else None, file=sys.stderr) as bar:

@@ -95,6 +95,9 @@ def run_evaluation(cfg: Config, model_path: Path, split: str = "test", out_dir: 
     return result
 
 
+PHOTOS_REPORTS = "photos"  # REPORTS_DIR/photos/: whole-photo reports never overwrite a split's
+
+
 def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | None = None) -> dict:
     """Score labelled whole photos the way ``emorec predict`` sees them: the face detector first,
     then the ONNX model on the largest face. A photo where no face is found counts as an error
@@ -146,7 +149,7 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
     result["confusion_matrix"] = cm.tolist()
     header = (f"model: {result['model']}\nphotos: {result['photos']} ({result['n']} faces of the model's classes, "
               f"detector {result['detector']}, no face found in {len(no_face)})\n")
-    out_dir = Path(out_dir or cfg.reports_dir)
+    out_dir = Path(out_dir or Path(cfg.reports_dir) / PHOTOS_REPORTS)
     write_reports(result, cfg, out_dir, f"{predictor.model_path.name} on {Path(source).name}",
                   header, predicted=[*classes, NO_FACE])
     named = [*classes, NO_FACE]

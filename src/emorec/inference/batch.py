@@ -13,17 +13,19 @@ from typing import Callable
 from emorec.errors import EmorecError
 from emorec.imageio import IMAGE_EXTS, find_files, read_image
 from emorec.inference.draw import annotate
+from emorec.inference.face import TOP_K
 from emorec.inference.video import VIDEO_EXTS, is_video, read_frames
 
 SAVE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CHUNK = 16  # images decoded and classified together
 
 
-def collect(paths: list[str]) -> tuple[list[tuple[Path, Path | None]], bool, list[str]]:
+def collect(paths: list[str]) -> tuple[list[tuple[Path, Path | None]], bool, list[tuple[Path, str]]]:
     """Files as given, folders expanded recursively to images and videos (sorted).
-    Returns (file, its folder argument or None) pairs, whether a folder was given, problems."""
+    Returns (file, its folder argument or None) pairs, whether a folder was given, and
+    (path, problem) for each argument that gave nothing (missing, an empty folder)."""
     items: list[tuple[Path, Path | None]] = []
-    problems: list[str] = []
+    problems: list[tuple[Path, str]] = []
     from_folder = False
     for raw in paths:
         p = Path(raw)
@@ -31,17 +33,17 @@ def collect(paths: list[str]) -> tuple[list[tuple[Path, Path | None]], bool, lis
             from_folder = True
             found = find_files(p, IMAGE_EXTS + VIDEO_EXTS)
             if not found:
-                problems.append(f"{p}: no images or videos in this folder")
+                problems.append((p, f"{p}: no images or videos in this folder"))
             items += [(f, p) for f in found]
         elif p.exists():
             items.append((p, None))
         else:
-            problems.append(f"{p}: no such file")
+            problems.append((p, f"{p}: no such file"))
     return items, from_folder, problems
 
 
 def predict_inputs(items: list[tuple[Path, Path | None]], predictor, writer, report: Callable[[str], None], *,
-                   top_k: int = 1, every: int = 1, annotate_to: tuple[Path, bool] | None = None,
+                   top_k: int = TOP_K, every: int = 1, annotate_to: tuple[Path, bool] | None = None,
                    video_writer=None, progress: Callable[[int], None] | None = None) -> None:
     """Images (``CHUNK`` at a time, input order kept), then videos (every ``every``-th frame) ->
     ``writer``; ``report(msg)`` hears of each input that failed; ``annotate_to``
@@ -77,7 +79,7 @@ def _images(batch, predictor, out, report, annotate_to, names, top_k) -> None:
             report(msg)
             out.error(path, msg)
             continue
-        out.faces(path, faces)
+        out.faces(path, faces, size=(img.shape[1], img.shape[0]))
         if annotate_to is not None:
             _save_annotated(img, faces, path, root, annotate_to, names, top_k, report)
 
@@ -102,7 +104,8 @@ def _video(path, predictor, out, report, every, video_writer, top_k) -> None:
         for frame in read_frames(path, every, decode_all=video_writer is not None):
             if frame.keep:
                 faces = predictor.predict([frame.rgb])[0]
-                out.faces(path, faces, frame=frame.index, time_s=frame.time_s)
+                out.faces(path, faces, size=(frame.rgb.shape[1], frame.rgb.shape[0]), frame=frame.index,
+                          time_s=frame.time_s)
             if video_writer is not None:  # every frame, labelled with the latest analysed one
                 video_writer.write(annotate(frame.rgb, faces, top_k, numbered=True), frame.fps)
     except EmorecError as e:

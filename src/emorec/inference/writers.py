@@ -1,8 +1,11 @@
 """The three output formats of batch prediction: text lines, CSV rows and one JSON document.
 
-A writer gets ``faces(path, faces, frame=, time_s=)`` for each image or analysed video frame
-and ``error(path, msg)`` for an input that failed; ``close()`` finishes the output."""
+A writer gets ``faces(path, faces, size=, frame=, time_s=)`` for each image or analysed video
+frame and ``error(path, msg)`` for an input that failed; ``close()`` finishes the output."""
 from __future__ import annotations
+
+from emorec.inference.face import image_record
+
 
 def printable(text) -> str:
     """One line whatever the file name holds: control characters as escapes (a newline as \\n)."""
@@ -26,7 +29,7 @@ class TextWriter:
         else:
             self.stream.write(line + "\n")
 
-    def faces(self, path, faces, frame: int | None = None, time_s: float | None = None) -> None:
+    def faces(self, path, faces, size=None, frame: int | None = None, time_s: float | None = None) -> None:
         where = printable(path) if frame is None else f"{printable(path)} frame {frame}"
         if not faces:
             self._write(f"{where}  no face found")
@@ -52,7 +55,7 @@ class CsvWriter:
         self.writer.writerow(["path", "frame", "time_s", "face", "x", "y", "w", "h", "det_score", "label",
                               "confidence", *[f"p_{c}" for c in self.classes], "error"])
 
-    def faces(self, path, faces, frame: int | None = None, time_s: float | None = None) -> None:
+    def faces(self, path, faces, size=None, frame: int | None = None, time_s: float | None = None) -> None:
         frame_cols = ["" if frame is None else frame, "" if time_s is None else f"{time_s:.3f}"]
         if not faces:
             self.writer.writerow([path, *frame_cols] + [""] * (8 + len(self.classes)) + [""])
@@ -68,22 +71,19 @@ class CsvWriter:
 
 
 class JsonWriter:
-    """One JSON document: model facts and one record per image or analysed frame."""
+    """One JSON document: model facts and one :func:`image_record` per image or analysed frame."""
 
     def __init__(self, stream, predictor, top_k: int):
         self.stream, self.top_k = stream, top_k
         self.doc = {"model": str(predictor.model_path), "classes": predictor.classes,
                     "detector": predictor.detector_name, "results": []}
 
-    def faces(self, path, faces, frame: int | None = None, time_s: float | None = None) -> None:
-        rec = {"path": str(path)}
-        if frame is not None:
-            rec.update(frame=frame, time_s=round(time_s or 0.0, 3))
-        rec["faces"] = [f.to_dict(self.top_k) for f in faces]
-        self.doc["results"].append(rec)
+    def faces(self, path, faces, size=None, frame: int | None = None, time_s: float | None = None) -> None:
+        extra = {} if frame is None else {"frame": frame, "time_s": round(time_s or 0.0, 3)}
+        self.doc["results"].append(image_record(path, faces, size, self.top_k, **extra))
 
     def error(self, path, msg: str) -> None:
-        self.doc["results"].append({"path": str(path), "error": msg})
+        self.doc["results"].append(image_record(path, [], error=msg))
 
     def close(self) -> None:
         import json
