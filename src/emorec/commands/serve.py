@@ -25,6 +25,7 @@ def run(args) -> int:
 
     require("fastapi", "api")
     require("python_multipart", "api")
+    require("fastapi_offline", "api")
     uvicorn = require("uvicorn", "api")
     if not 0 <= args.port <= 65535:
         raise EmorecError(f"--port must be in 0..65535, got {args.port}")
