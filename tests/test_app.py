@@ -68,7 +68,7 @@ def face_rows(at) -> list[tuple[str, str, float]]:
     if not at.main.dataframe:
         return []
     t = at.main.dataframe[0].value
-    return list(zip(t["face"], t["emotion"], t["confidence"]))
+    return [(face, emotion, t[emotion][i]) for i, (face, emotion) in enumerate(zip(t["face"], t["emotion"]))]
 
 
 # --- settings ------------------------------------------------------------------------
@@ -196,7 +196,10 @@ def test_upload_multi_face_photo(app_env, images_dir, tiny_onnx, yunet_path):
     table = at.main.dataframe[0].value
     assert all(str(c).startswith("data:image/png;base64,") for c in table["crop"])  # each face's crop
     # one bar per class on a shared 0-1 scale, in the model's class order
-    assert np.allclose(table["probabilities"][0], [expected[0].probs[c] for c in DEFAULT_CLASSES], atol=1e-5)
+    # one bar per emotion, named by its column, on a shared 0-1 scale, in the model's class order
+    assert [c for c in table.columns if c in DEFAULT_CLASSES] == DEFAULT_CLASSES
+    assert np.allclose([table[c][0] for c in DEFAULT_CLASSES], [expected[0].probs[c] for c in DEFAULT_CLASSES],
+                       atol=1e-5)
     numbers = at.main.dataframe[1].value  # the numbers, in an expander
     assert list(numbers.columns) == ["face", *DEFAULT_CLASSES] and len(numbers) == 5
     # Haar finds faces too; the detector choice reaches the prediction.
@@ -325,7 +328,11 @@ def test_default_model_and_its_metrics_in_sidebar(app_env, tmp_path):
     assert at.sidebar.caption[0].value == "`models/best_model.onnx`"  # no machine path on the page
     assert (SHIPPED_MODELS_DIR / "best_model.onnx").is_file()
     info = Predictor.from_path("5class", detector="none").info
-    assert f"**Classes (5):** {', '.join(info.classes)}" in at.sidebar.markdown[0].value
+    plain = at.sidebar.markdown[0].value  # what a visitor reads first: plain words, no field names
+    assert f"**Recognises:** {', '.join(info.classes)}" in plain
+    assert f"Right on {info.metrics['accuracy']:.0%} of {info.metrics['n']:,} test faces" in plain
+    assert not any(word in plain for word in ("macro_f1", "leakage", "tta_flip", "data_dir", "Version"))
+    assert [e.label for e in at.sidebar.expander] == ["Technical details"]  # the details, one click away
     metrics = at.sidebar.dataframe[0].value
     assert dict(zip(metrics["metric"], metrics["value"]))["accuracy"] == f"{info.metrics['accuracy']:.4f}"
 
@@ -430,8 +437,8 @@ def test_shipped_models_offered_by_name(app_env, tiny_onnx, tiny_onnx7, tmp_path
     app_env.delenv("EMOREC_MODEL")
     at = open_app()
     choice = at.sidebar.selectbox(key="model_name")
-    assert choice.options == ["5 emotions: angry, fear, happy, sad, surprise",
-                              "7 emotions: angry, disgust, fear, happy, neutral, sad, surprise", "8class"]
+    assert choice.options == ["5 emotions (no neutral)", "7 emotions (with neutral)", "8class"]
+    assert all(len(o) <= 25 for o in choice.options)  # the whole name fits the sidebar's picker
     choice.set_value("7class").run()
     assert not at.exception and "emotion_7class.onnx" in at.sidebar.caption[0].value
     at = upload(at, images_dir / "single_face.jpg")
