@@ -4,7 +4,7 @@ commit, and what it scores; written as models/<stem>.metrics.json (+ .config.yam
 
     python tools/model_record.py RUN_DIR MODEL.onnx --test DIR/metrics.json [--test ...] \
         --photos DIR/metrics.json --command "emorec train --config ..." [--also RUN_DIR ...] \
-        [--export-json RUN/best_model.json]   # required when MODEL is in models/
+        [--export-json RUN/best_model.json] [--suite DIR/suite.json]   # --export-json: required in models/
 
 RUN_DIR is the run's folder (``models/`` and ``reports/`` inside, as ``emorec train`` leaves
 them; its config, logs and data report are copied); ``--also RUN_DIR`` names each further run the
@@ -56,6 +56,8 @@ def main() -> int:
                          "where the JSON beside it is the previous record's)")
     ap.add_argument("--selection", help="the adoption rule and what validation said")
     ap.add_argument("--also", type=Path, action="append", default=[], help="another run the model is made of")
+    ap.add_argument("--suite", type=Path, help="the suite.json of `emorec evaluate --suite` on MODEL: copied "
+                                               "beside it as <stem>.suite.json (the README's results table)")
     args = ap.parse_args()
 
     models, reports = args.run_dir / "models", args.run_dir / "reports"
@@ -91,6 +93,10 @@ def main() -> int:
     }
     if args.selection:
         record["selection"] = args.selection
+    suite = json.loads(args.suite.read_text()) if args.suite else None
+    if suite:
+        record["suite"] = {k: suite[k] for k in ("score", "domains", "pooled_recall", "baseline_score",
+                                                 "paired_all") if k in suite}
     if stem:
         out = ROOT / "models"
         (out / f"{stem}.metrics.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -98,6 +104,8 @@ def main() -> int:
         shutil.copy(reports / "training_logs.json", out / f"{stem}.training_logs.json")
         shutil.copy(data_dir / "data_report.json", out / f"{stem}.data_report.json")
         (out / f"{stem}.json").write_text(json.dumps(export, indent=2) + "\n")
+        if suite:
+            (out / f"{stem}.suite.json").write_text(json.dumps(suite, indent=2) + "\n")
         print(f"wrote {out / (stem + '.metrics.json')} and the run's config, logs and data report beside it")
     else:
         print(json.dumps(record, indent=2))

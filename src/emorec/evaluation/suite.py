@@ -150,7 +150,10 @@ def run_suite(cfg: Config, suite: list[SuiteSet], model: Path, baseline: Path | 
             pooled_a.append(ra)
             pooled_b.append(rb)
         rows.append(row)
-    result = {"model": str(model), "baseline": str(baseline) if baseline else None, "classes": classes,
+    from emorec.provenance import git_commit, portable_path
+
+    result = {"model": portable_path(model), "baseline": portable_path(baseline) if baseline else None,
+              "commit": git_commit(), "classes": classes,
               "sets": rows, "domains": domain_means(rows), "domains_macro_f1": domain_means(rows, "macro_f1")}
     result["score"] = float(np.mean(list(result["domains"].values())))
     pooled = _pooled_recall(rows, classes)
