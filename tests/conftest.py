@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,41 @@ def fer2013_zip() -> Path:
 @pytest.fixture(scope="session")
 def ferplus_zip() -> Path:
     return shared_path("datasets", "ferplus.zip")
+
+
+@contextmanager
+def emorec_server(model: Path, yunet: Path, log_path: Path, *extra: str):
+    """`emorec serve --model MODEL` on a free loopback port, up once /health answers; yields its base URL."""
+    import socket
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = log_path.open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "emorec", "serve", "--model", str(model), "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", *extra],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "EMOREC_YUNET": str(yunet)},
+                            cwd=log_path.parent)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            assert proc.poll() is None, f"server exited early:\n{log_path.read_text()[-2000:]}"
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not answer /health within 45 s"
+            time.sleep(0.2)
+        yield base
+    finally:
+        stop_process(proc)
+        log.close()
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:

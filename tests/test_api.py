@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 import struct
 import subprocess
 import sys
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import stop_process
+from conftest import emorec_server
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -299,32 +297,8 @@ def test_serve_without_uvicorn_gives_install_hint(monkeypatch, capsys, tiny_onnx
     assert "pip install 'emorec[api]'" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_server(tiny_onnx, yunet_path, multi_face, tmp_path):
-    port = free_port()
-    env = {**os.environ, "EMOREC_YUNET": str(yunet_path)}
-    log = (tmp_path / "server.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "emorec", "serve", "--model", str(tiny_onnx),
-                             "--host", "127.0.0.1", "--port", str(port), "--threads", "1",
-                             "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 45
-        while True:
-            assert proc.poll() is None, f"server exited early:\n{Path(log.name).read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not answer /health within 45 s"
-            time.sleep(0.2)
+    with emorec_server(tiny_onnx, yunet_path, tmp_path / "server.log", "--threads", "1") as base:
         r = httpx.post(f"{base}/predict", files={"file": ("multi_face.jpg", multi_face, "image/jpeg")},
                        timeout=30)
         assert r.status_code == 200, r.text
@@ -333,9 +307,6 @@ def test_real_server(tiny_onnx, yunet_path, multi_face, tmp_path):
         assert all(sum(f["probs"].values()) == pytest.approx(1.0, abs=1e-5) for f in faces)
         bad = httpx.post(f"{base}/predict", files={"file": ("x.jpg", b"nope")}, timeout=30)
         assert bad.status_code == 422 and "not an image" in bad.json()["detail"]
-    finally:
-        stop_process(proc)
-        log.close()
 
 
 # --- bounds: busy, slow bodies, huge photos; headers and the index ---------------------

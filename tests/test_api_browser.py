@@ -3,16 +3,11 @@ headless Chromium (Playwright) allowed to reach that server only. /docs must ren
 from files the server serves itself, asking nothing of any other host."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import stop_process
-from test_api import free_port
+from conftest import emorec_server
 
 pytestmark = pytest.mark.browser
 
@@ -24,27 +19,8 @@ ENDPOINTS = ["/predict", "/predict/batch", "/health", "/model"]
 def server(tiny_onnx, yunet_path, tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium)")
-    port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "emorec", "serve", "--model", str(tiny_onnx), "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "EMOREC_YUNET": str(yunet_path)})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 45
-        while True:
-            assert proc.poll() is None, f"server exited early:\n{Path(log.name).read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not answer /health within 45 s"
-            time.sleep(0.2)
+    with emorec_server(tiny_onnx, yunet_path, tmp_path_factory.mktemp("serve") / "server.log") as base:
         yield base
-    finally:
-        stop_process(proc)
-        log.close()
 
 
 def test_docs_render_every_endpoint_offline(server):
