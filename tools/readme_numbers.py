@@ -2,7 +2,7 @@
 
 - the quick start's output: `emorec predict examples/multi_face.jpg`, run;
 - the results table: each shipped model's suite record (`models/<stem>.suite.json`, written by
-  `emorec evaluate --suite configs/suite.yaml --model M --out DIR`, copied beside the model).
+  `emorec evaluate --suite benchmarks/suite.yaml --model M --out DIR`, copied beside the model).
 
     python tools/readme_numbers.py            # rewrite the blocks between the README's markers
     python tools/readme_numbers.py --check    # exit 1 when the README differs (tests/test_readme.py)

@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
                    help="score labelled whole photos (class folders, or a CSV label file; folder or zip) "
                         "through the face detector, as `emorec predict` does; faces not found count as errors")
     p.add_argument("--suite", metavar="FILE",
-                   help="score the model on every set of a validation suite (configs/suite.yaml): accuracy, "
+                   help="score the model on every set of a validation suite (benchmarks/suite.yaml): accuracy, "
                         "macro-F1 and recall per set, domain means, and a paired test against --baseline")
     p.add_argument("--baseline", help="with --suite: the model to compare against (e.g. 7class)")
     p.add_argument("--split", default="test", help="split of DATA_DIR to evaluate (default: test)")

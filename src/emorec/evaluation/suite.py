@@ -1,6 +1,6 @@
 """The validation suite: one model scored on every domain at once, beside a baseline.
 
-A suite file (``configs/suite.yaml``) lists sets, each with a domain:
+A suite file (``benchmarks/suite.yaml``) lists sets, each with a domain:
 
     sets:
       - {name: muxspace_dev, domain: web photos, photos: ../shared/datasets/muxspace_dev.zip}
