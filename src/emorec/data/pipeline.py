@@ -125,7 +125,7 @@ def crop_faces(cfg: Config, sc: Scan) -> None:
     :mod:`faces`); ``detect`` images with no face leave the scan, counted."""
     keep = np.ones(len(sc.entries), bool)
     for source in sc.sources:
-        mode = source.spec_options.crop if source.spec_options else "none"
+        mode = source.spec_options.crop
         if mode == "none":
             continue
         at = [i for i, e in enumerate(sc.entries) if e.source == source.name]
@@ -217,7 +217,7 @@ def _warn_inputs(report: dict, sc: Scan) -> None:
             warn(f"{name}: skipped {sum(s['unknown_labels'].values())} images with unknown labels: {listed}")
         if s["unlabelled"]:
             src = next(x for x in sc.sources if x.name == name)
-            where = ("whose file name does not fit the pattern" if src.spec_options and src.spec_options.pattern
+            where = ("whose file name does not fit the pattern" if src.spec_options.pattern
                      else "in no label file" if s["label_files"] else "outside any class folder")
             warn(f"{name}: skipped {s['unlabelled']} images {where}")
         src = next(x for x in sc.sources if x.name == name)
@@ -272,8 +272,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
         sc.entries = [dataclasses.replace(e, person=None) for e in sc.entries]
     exact, groups = find_groups(sc.md5, sc.ahash, cfg.near_dup_bits,
                                 np.array([e.person is not None for e in sc.entries], bool))
-    fractions = {s.name: (s.spec_options.val_fraction, s.spec_options.test_fraction)
-                 for s in sc.sources if s.spec_options}
+    fractions = {s.name: (s.spec_options.val_fraction, s.spec_options.test_fraction) for s in sc.sources}
     plan = assign_splits(sc.entries, groups, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.keep_source_splits,
                          fractions)
     keep = [i for i, d in enumerate(plan.dest) if d is not None and labels[i] in active]

@@ -161,7 +161,7 @@ class Source:
     label_files: list[str] = field(default_factory=list)  # CSV label files used
     label_rows_unmatched: list[str] = field(default_factory=list)  # CSV rows naming no image of the source
     is_zip: bool = False
-    spec_options: SourceSpec | None = None  # how it was configured (None: a plain path)
+    spec_options: SourceSpec | None = None  # how it was configured (a plain path: the defaults)
     # one ZipFile per thread: a shared one is not safe to read from several threads
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _open: list = field(default_factory=list, repr=False)
@@ -266,7 +266,7 @@ def open_source(spec: str, path: Path, name: str, columns: LabelColumns = LabelC
     else:
         raise EmorecError(f"{spec}: not a folder or a zip archive")
     images = sorted(filter(_is_image, names))
-    ss = source_spec or SourceSpec(spec)
+    ss = source.spec_options = source_spec or SourceSpec(spec)
     columns = LabelColumns(ss.image_column or columns.image, ss.label_column or columns.label)
     if ss.pattern:
         _pattern_entries(source, images, ss)
@@ -351,7 +351,6 @@ def open_sources(specs: list, columns: LabelColumns = LabelColumns()) -> list[So
             while any(s.name == name for s in sources):
                 name, k = f"{base}-{k}", k + 1
             sources.append(open_source(spec, path, name, columns, ss))
-            sources[-1].spec_options = ss
     except BaseException:
         for s in sources:
             s.close()
