@@ -6,6 +6,8 @@ real test faces, and the int8 model with fp32 on accuracy.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import warnings
@@ -167,10 +169,11 @@ def quantize_int8(fp32: Path, out: Path, calib_images: np.ndarray, calibration: 
         firsts = [n.name for n in nodes if n.op_type == "Conv" and made_by.get(n.input[0]) in ("Div", None)]
         heads = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
         reader = _Calibration(calib_images)
-        quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=methods[calibration], nodes_to_exclude=firsts + heads,
-                        extra_options={"CalibStridedMinMax": reader.stride()})
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints a line per chunk
+            quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            calibrate_method=methods[calibration], nodes_to_exclude=firsts + heads,
+                            extra_options={"CalibStridedMinMax": reader.stride()})
     return out
 
 
