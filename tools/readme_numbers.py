@@ -2,7 +2,9 @@
 
 - the quick start's output: `emorec predict examples/multi_face.jpg`, run;
 - the results table: each shipped model's suite record (`models/<stem>.suite.json`, written by
-  `emorec evaluate --suite benchmarks/suite.yaml --model M --out DIR`, copied beside the model).
+  `emorec evaluate --suite benchmarks/suite.yaml --model M --out DIR`, copied beside the model);
+- the speed table: `benchmarks/inference.md` (5class) and `benchmarks/inference_7class.md`, each
+  written by `python benchmarks/inference.py` with the command it ran at its top.
 
     python tools/readme_numbers.py            # rewrite the blocks between the README's markers
     python tools/readme_numbers.py --check    # exit 1 when the README differs (tests/test_readme.py)
@@ -49,7 +51,31 @@ def results_table() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"quick-start": quick_start, "results": results_table}
+SPEED_FILES = {"5class": "benchmarks/inference.md", "7class": "benchmarks/inference_7class.md"}
+
+
+def _cell(text: str, pattern: str, source: str) -> str:
+    m = re.search(pattern, text, re.M)
+    if m is None:
+        raise SystemExit(f"{source}: no line matching {pattern!r}")
+    return m.group(1)
+
+
+def speed_table() -> str:
+    """Per shipped model: int8 classifier latency, a 640x480 one-face photo end to end, cold start."""
+    lines = ["| model | classifier, int8, batch 1, 1 thread | 640×480 photo, one face: detect + classify | "
+             "`emorec predict` cold start | measured by |", "|---|---|---|---|---|"]
+    for name, rel in SPEED_FILES.items():
+        text = (ROOT / rel).read_text()
+        ms = _cell(text, r"^\| ONNX Runtime int8 \(static QDQ\) \| 1 \| 1 \| ([\d.]+) \|", rel)
+        photo = _cell(text, r"^\| single_face\.jpg at 640x480 \| 640x480 \| 1 \| ([\d.]+) \|", rel)
+        cold = _cell(text, r"in a new process: ([\d.]+) s", rel)
+        command = _cell(text, r"^Command: `([^`]+)`", rel)
+        lines.append(f"| `{name}` | {ms} ms per face | {photo} ms | {cold} s | `{command}` ([{rel}]({rel})) |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"quick-start": quick_start, "results": results_table, "speed": speed_table}
 
 
 def render(text: str) -> str:

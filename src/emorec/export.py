@@ -105,9 +105,9 @@ class _Calibration:
     def set_range(self, start_index: int, end_index: int) -> None:
         self._todo = list(self.batches[start_index:end_index])
 
-    def stride(self, faces: int = CALIB_CHUNK) -> int:
-        """Batches per chunk: at most ``faces`` faces, and a divisor of the batch count."""
-        want = max(1, faces // CALIB_BATCH)
+    def stride(self, faces: int | None = None) -> int:
+        """Batches per chunk: at most ``faces`` (default CALIB_CHUNK) faces, and a divisor of the batch count."""
+        want = max(1, (CALIB_CHUNK if faces is None else faces) // CALIB_BATCH)
         return next(s for s in range(min(want, len(self)), 0, -1) if len(self) % s == 0)
 
     def get_next(self):
