@@ -317,7 +317,7 @@ def test_bad_images_are_skipped_and_counted(tmp_path, capsys):
     assert sorted(b["file"] for b in report["bad_files"]) == ["happy/empty.png", "happy/notes.jpg", "sad/cut.jpg"]
     assert sum(sum(c.values()) for c in report["written"].values()) == 20
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "skipped 3 unreadable images" in warnings[0]
+    assert len(warnings) == 3 and all(w.startswith("warning: src: skipped ") for w in warnings)  # one per file
     saved = json.loads((tmp_path / "out" / "data_report.json").read_text())
     assert saved["sources"]["src"]["bad_files"] == 3
 
@@ -457,3 +457,50 @@ def test_muxspace_dev_legend(shared_dir):
                       "surprise": 183}
     assert src.label_files == ["muxspace_dev/legend.csv"] and not src.unlabelled and not src.label_rows_unmatched
     src.close()
+
+
+def damaged_zip(path: Path) -> Path:
+    """A zip of one good photo per class and, beside them, a member with a bad CRC, an encrypted
+    one, one in an unknown compression, a truncated one and a 200 MB run of zeros (a zip bomb)."""
+    import struct
+
+    with zipfile.ZipFile(path, "w") as z:
+        for k, name in enumerate(("happy/a.jpg", "sad/b.jpg", "happy/crc.jpg", "happy/locked.jpg", "sad/method.jpg",
+                                  "sad/cut.jpg")):
+            z.writestr(name, cv2.imencode(".jpg", face(k, color=True))[1].tobytes())
+        z.writestr(zipfile.ZipInfo("sad/bomb.jpg"), bytes(200 * 2**20), compress_type=zipfile.ZIP_DEFLATED)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        infos = {i.filename: i for i in z.infolist()}
+    for name, patch in (("happy/crc.jpg", "crc"), ("happy/locked.jpg", "flag"), ("sad/method.jpg", "method"),
+                        ("sad/cut.jpg", "cut")):
+        local, central = infos[name].header_offset, data.rfind(name.encode()) - 46
+        if patch == "crc":  # zipfile checks the data against the central directory's CRC
+            data[central + 16] ^= 0xFF
+        elif patch == "flag":  # "encrypted": bit 0 of the flags (local header +6, central +8)
+            struct.pack_into("<H", data, local + 6, 1)
+            struct.pack_into("<H", data, central + 8, 1)
+        elif patch == "method":  # compression method 99 (local +8, central +10)
+            struct.pack_into("<H", data, local + 8, 99)
+            struct.pack_into("<H", data, central + 10, 99)
+        else:  # sizes that promise more bytes than the archive holds: a truncated member
+            for at in (local + 18, local + 22, central + 20, central + 24):
+                struct.pack_into("<I", data, at, 10**6)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_damaged_zip_members_cost_one_line_each(tmp_path, capsys):
+    import resource
+
+    src = damaged_zip(tmp_path / "photos.zip")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = prepare(Config(active_classes=["happy", "sad"], val_fraction=0, test_fraction=0), [src], tmp_path / "out")
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    bad = {b["file"]: b["error"] for b in report["bad_files"]}
+    assert set(bad) == {"happy/crc.jpg", "happy/locked.jpg", "sad/method.jpg", "sad/cut.jpg", "sad/bomb.jpg"}
+    assert "over the 67,108,864 limit" in bad["sad/bomb.jpg"] and grown_mib < 150  # never inflated
+    assert all("damaged zip member" in bad[n] for n in bad if n != "sad/bomb.jpg")
+    assert sum(sum(c.values()) for c in report["written"].values()) == 2  # the good ones are read
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and sum(line.startswith("warning: photos: skipped ") for line in err.splitlines()) == 5

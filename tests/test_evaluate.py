@@ -127,3 +127,15 @@ def test_split_and_photo_reports_do_not_overwrite_each_other(tiny_onnx, yunet_pa
     split, photo = (json.loads((d / "metrics.json").read_text()) for d in (reports, reports / "photos"))
     assert split["split"] == "test" and split["n"] == 3 and photo["n"] == 1 and "photos" in photo
     assert f"wrote {reports / 'photos' / 'metrics.json'}" in out
+
+
+def test_damaged_zip_members_in_photos_cost_one_line_each(tiny_onnx, yunet_path, tmp_path, monkeypatch, capsys):
+    from test_data import damaged_zip
+
+    monkeypatch.setenv("EMOREC_YUNET", str(yunet_path))
+    src = damaged_zip(tmp_path / "photos.zip")
+    assert main(["evaluate", "--photos", str(src), "--model", str(tiny_onnx), "--out", str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    skipped = [line for line in err.splitlines() if line.startswith("emorec evaluate: skipped ")]
+    assert len(skipped) == 5 and "Traceback" not in err
+    assert "(2 photos, no face found in 2, 5 unreadable" in out

@@ -1,6 +1,7 @@
 """`emorec evaluate`: test metrics, classification report, confusion matrix."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from emorec.cli import add_config_arguments, config_from_args, tune_malloc
@@ -70,6 +71,8 @@ def _photos(cfg, args) -> int:
     if args.store or args.tta:
         raise EmorecError("--store and --tta apply to split evaluation, not to --photos")
     r = evaluate_photos(cfg, args.model, args.photos, Path(args.out) if args.out else None)
+    for msg in r["unreadable"]:  # one line each; the rest of the photos are scored
+        print(f"emorec evaluate: skipped {msg}", file=sys.stderr)
     print(r["report_text"])
     recall = "  ".join(f"{c} {v['recall']:.3f}" for c, v in r["per_class"].items())
     print(f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  ({r['n']} photos, "

@@ -44,6 +44,9 @@ MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original
 # source names no one).
 
 
+MAX_BAD_LINES = 50  # unreadable images named one per line; the rest counted (data_report.json has all)
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -225,8 +228,10 @@ def _warn_inputs(report: dict, sc: Scan) -> None:
             warn(f"{name}: {len(src.label_rows_unmatched)} label rows name no image of the source "
                  f"(first: {src.label_rows_unmatched[0]})")
         bad = [b for b in sc.bad if b["source"] == name]
-        if bad:
-            warn(f"{name}: skipped {len(bad)} unreadable images (first: {bad[0]['error']})")
+        for b in bad[:MAX_BAD_LINES]:  # one line each, so a damaged member is named
+            warn(f"{name}: skipped {b['error']}")
+        if len(bad) > MAX_BAD_LINES:
+            warn(f"{name}: skipped {len(bad) - MAX_BAD_LINES} more unreadable images (all in data_report.json)")
 
 
 def _read_votes(sources: list[Source], report: dict) -> dict[str, SourceVotes]:

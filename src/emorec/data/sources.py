@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +32,8 @@ from emorec.data.labels import canonical_label, split_name
 from emorec.errors import EmorecError, require
 from emorec.imageio import IMAGE_EXTS
 
+
+MAX_MEMBER_BYTES = 64 * 2**20  # a zip member unpacked: far above any photo, far below a zip bomb
 
 # The four datasets of the original design (spec "kaggle:owner/name", or "kaggle:all").
 KAGGLE_DATASETS = [
@@ -171,14 +174,27 @@ class Source:
         return any(e.split for e in self.entries)
 
     def read(self, name: str) -> bytes:
-        """The file's original bytes (OSError / zipfile errors for a damaged file)."""
+        """The file's original bytes (OSError for an unreadable file; EmorecError, one line, for a
+        damaged, encrypted or oversized zip member)."""
         if not self.is_zip:
             return (self.path / name).read_bytes()
         zf = getattr(self._local, "zip", None)
         if zf is None:
             zf = self._local.zip = zipfile.ZipFile(self.path)
             self._open.append(zf)
-        return zf.read(name)
+        try:
+            info = zf.getinfo(name)
+            if info.file_size > MAX_MEMBER_BYTES:  # a zip bomb is refused before it is inflated
+                raise EmorecError(f"{name}: {info.file_size:,} bytes unpacked, over the {MAX_MEMBER_BYTES:,} limit")
+            with zf.open(info) as f:
+                data = f.read(MAX_MEMBER_BYTES + 1)
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, ValueError,
+                KeyError) as e:  # bad CRC, encrypted, unknown compression, truncated
+            raise EmorecError(f"{name}: damaged zip member ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
+                from None
+        if len(data) > MAX_MEMBER_BYTES:  # its header understated its size
+            raise EmorecError(f"{name}: over {MAX_MEMBER_BYTES:,} bytes unpacked")
+        return data
 
     def close(self) -> None:
         while self._open:
@@ -211,7 +227,7 @@ def _csv_labels(source: Source, names: list[str], images: list[str], columns: La
         try:
             text = source.read(csv_name).decode("utf-8-sig", errors="replace")
             rows = list(csv.reader(io.StringIO(text)))
-        except (OSError, zipfile.BadZipFile, csv.Error):
+        except (OSError, EmorecError, csv.Error):
             continue
         if not rows:
             continue

@@ -97,7 +97,7 @@ def source_votes(source: Source) -> SourceVotes:
             continue
         try:
             text = source.read(name).decode("utf-8-sig")
-        except (OSError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        except (OSError, EmorecError, UnicodeDecodeError) as e:
             found.bad_rows.append(f"{name}: unreadable ({e})")
             continue
         found.files.append(name)
