@@ -504,3 +504,32 @@ def test_damaged_zip_members_cost_one_line_each(tmp_path, capsys):
     assert sum(sum(c.values()) for c in report["written"].values()) == 2  # the good ones are read
     err = capsys.readouterr().err
     assert "Traceback" not in err and sum(line.startswith("warning: photos: skipped ") for line in err.splitlines()) == 5
+
+
+def test_file_links_are_not_followed_unless_asked_and_locked_folders_are_said(tmp_path, capsys, monkeypatch):
+    import os
+
+    outside = save(tmp_path / "outside" / "secret.png", face(77))
+    src = tmp_path / "src"
+    make_folder(src, {"happy": 3, "sad": 3, "sad/locked": 1}, 0)
+    (src / "happy" / "link.png").symlink_to(outside)
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kw):  # sad/locked cannot be listed (as for a user without the right)
+        for dirpath, dirnames, filenames in real_walk(top, onerror=onerror, **kw):
+            if "locked" in dirnames:
+                dirnames.remove("locked")
+                onerror(PermissionError(13, "Permission denied", os.path.join(dirpath, "locked")))
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr("emorec.data.sources.os.walk", walk)
+    cfg = Config(active_classes=["happy", "sad"], val_fraction=0, test_fraction=0)
+    report = prepare(cfg, [src], tmp_path / "out")
+    s = report["sources"]["src"]
+    assert s["links_skipped"] == 1 and report["written"]["train"] == {"happy": 3, "sad": 3}
+    assert s["unreadable_folders"] == ["sad/locked"]
+    err = capsys.readouterr().err
+    assert "src: skipped 1 file links (first: happy/link.png)" in err
+    assert "src: skipped folder sad/locked: cannot be read" in err
+    followed = prepare(cfg.with_overrides({"follow_links": True}), [src], tmp_path / "out2")
+    assert followed["written"]["train"]["happy"] == 4 and followed["config"]["follow_links"] is True

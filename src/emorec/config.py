@@ -107,6 +107,7 @@ class DataConfig:
     test_fraction: float = 0.1
     keep_source_splits: bool = True  # reuse a source's own test/val split when it has one
     split_by_person: bool = True  # a source that names its people (a pattern's person field) is split by person
+    follow_links: bool = False  # folder sources: read files through symbolic links (they may point outside)
     near_dup_bits: int = 0  # max Hamming distance of 64-bit average hashes counted as near duplicates
 
 

@@ -86,9 +86,9 @@ def _fingerprints(source: Source, entries: list[Entry]) -> list:
     return out
 
 
-def scan(specs: list, columns: LabelColumns = LabelColumns()) -> Scan:
+def scan(specs: list, columns: LabelColumns = LabelColumns(), follow_links: bool = False) -> Scan:
     """Open the sources, decode every labelled image once and fingerprint it."""
-    result = Scan(open_sources(specs, columns))
+    result = Scan(open_sources(specs, columns, follow_links))
     try:
         thumbs = []
         for source in result.sources:
@@ -184,7 +184,7 @@ def prepare(cfg: Config, sources: list[str | os.PathLike] | None = None, out_dir
     out = Path(out_dir if out_dir is not None else cfg.data_dir)
     check_classes(cfg.active_classes)
     check_out_dir(out, force, specs)
-    with scan(specs, label_columns(cfg)) as sc:
+    with scan(specs, label_columns(cfg), cfg.follow_links) as sc:
         crop_faces(cfg, sc)
         return build_split(cfg, sc, out, force)
 
@@ -205,6 +205,8 @@ def _source_report(source: Source, sc: Scan) -> dict:
         "label_files": source.label_files,
         "label_rows_unmatched": len(source.label_rows_unmatched),
         "faces": sc.faces.get(source.name, {"crop": "none"}),
+        "links_skipped": len(source.links_skipped),
+        "unreadable_folders": source.unreadable_folders,
         "people": _people(source, sc),
     }
 
@@ -215,18 +217,22 @@ def _people(source: Source, sc: Scan) -> int:
 
 def _warn_inputs(report: dict, sc: Scan) -> None:
     for name, s in report["sources"].items():
+        src = next(x for x in sc.sources if x.name == name)
         if s["unknown_labels"]:
             listed = ", ".join(f"{k} ({v})" for k, v in s["unknown_labels"].items())
             warn(f"{name}: skipped {sum(s['unknown_labels'].values())} images with unknown labels: {listed}")
         if s["unlabelled"]:
-            src = next(x for x in sc.sources if x.name == name)
             where = ("whose file name does not fit the pattern" if src.spec_options.pattern
                      else "in no label file" if s["label_files"] else "outside any class folder")
             warn(f"{name}: skipped {s['unlabelled']} images {where}")
-        src = next(x for x in sc.sources if x.name == name)
         if src.label_rows_unmatched:
             warn(f"{name}: {len(src.label_rows_unmatched)} label rows name no image of the source "
                  f"(first: {src.label_rows_unmatched[0]})")
+        if src.links_skipped:
+            warn(f"{name}: skipped {len(src.links_skipped)} file links (first: {src.links_skipped[0]}); "
+                 "FOLLOW_LINKS=true reads through them")
+        for folder in src.unreadable_folders:
+            warn(f"{name}: skipped folder {folder}: cannot be read")
         bad = [b for b in sc.bad if b["source"] == name]
         for b in bad[:MAX_BAD_LINES]:  # one line each, so a damaged member is named
             warn(f"{name}: skipped {b['error']}")
@@ -288,7 +294,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
     report = {
         "out_dir": portable_path(out),
         "config": {k: settings[k] for k in ("active_classes", "seed", "val_fraction", "test_fraction",
-                                             "keep_source_splits", "split_by_person", "near_dup_bits",
+                                             "keep_source_splits", "split_by_person", "follow_links", "near_dup_bits",
                                              "face_margin")},
         "sources": {s.name: _source_report(s, sc) for s in sc.sources},
         "bad_files": sc.bad,

@@ -165,6 +165,8 @@ class Source:
     label_rows_unmatched: list[str] = field(default_factory=list)  # CSV rows naming no image of the source
     is_zip: bool = False
     spec_options: SourceSpec | None = None  # how it was configured (a plain path: the defaults)
+    links_skipped: list[str] = field(default_factory=list)  # file links not followed
+    unreadable_folders: list[str] = field(default_factory=list)  # folders that could not be listed
     # one ZipFile per thread: a shared one is not safe to read from several threads
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _open: list = field(default_factory=list, repr=False)
@@ -202,13 +204,17 @@ class Source:
         self._local = threading.local()
 
 
-def _list_folder(root: Path) -> list[str]:
-    names = []
-    for dirpath, dirnames, filenames in os.walk(root):
+def _list_folder(root: Path, follow_links: bool = False) -> tuple[list[str], list[str], list[str]]:
+    """(files, links skipped, folders that could not be read) under ``root``. File links are not
+    followed unless asked (a link may reach outside the source); folder links never are."""
+    names, links, locked = [], [], []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: locked.append(str(e.filename))):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"]
         rel = Path(dirpath).relative_to(root)
-        names += [(rel / f).as_posix() for f in filenames]
-    return names
+        for f in filenames:
+            (links if not follow_links and (Path(dirpath) / f).is_symlink() else names).append((rel / f).as_posix())
+    return names, links, [Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else p
+                          for p in locked]
 
 
 def _column(header: list[str], wanted: str) -> int | None:
@@ -265,13 +271,14 @@ def _pattern_entries(source: Source, images: list[str], spec: SourceSpec) -> Non
 
 
 def open_source(spec: str, path: Path, name: str, columns: LabelColumns = LabelColumns(),
-                source_spec: SourceSpec | None = None) -> Source:
+                source_spec: SourceSpec | None = None, follow_links: bool = False) -> Source:
     """List one folder or zip. Raises EmorecError when it is missing or has neither class
     folders nor a CSV label file."""
     if not path.exists():
         raise EmorecError(f"dataset not found: {spec}")
     if path.is_dir():
-        source, names = Source(name, spec, path), _list_folder(path)
+        source = Source(name, spec, path)
+        names, source.links_skipped, source.unreadable_folders = _list_folder(path, follow_links)
     elif zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
@@ -346,7 +353,7 @@ def expand_specs(specs: list[str]) -> list[str]:
     return out
 
 
-def open_sources(specs: list, columns: LabelColumns = LabelColumns()) -> list[Source]:
+def open_sources(specs: list, columns: LabelColumns = LabelColumns(), follow_links: bool = False) -> list[Source]:
     """Open every source (paths, ``kaggle:`` handles, or :class:`SourceSpec` mappings; downloading
     ``kaggle:`` ones); names are made unique per run."""
     sources: list[Source] = []
@@ -366,7 +373,7 @@ def open_sources(specs: list, columns: LabelColumns = LabelColumns()) -> list[So
             name, k = base, 2
             while any(s.name == name for s in sources):
                 name, k = f"{base}-{k}", k + 1
-            sources.append(open_source(spec, path, name, columns, ss))
+            sources.append(open_source(spec, path, name, columns, ss, follow_links))
     except BaseException:
         for s in sources:
             s.close()
