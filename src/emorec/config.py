@@ -79,6 +79,7 @@ _RANGES = {
     "det_score_threshold": (0.0, 1.0), "face_margin": (0.0, 1.0), "min_face_size": (1, 100000),
     "det_max_side": (32, 8192), "det_min_side": (0, 8192), "ort_threads": (0, 1024),
     "source_size": (0, 1024), "class_weight_power": (0.0, 4.0), "int8_calib_images": (16, 100000),
+    "seed": (0, 2 ** 32 - 1),
 }
 
 
@@ -379,18 +380,35 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+MAX_BASE_DEPTH = 16  # base: files chained; recipes use one or two
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_config_file(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML file's keys, lower-cased; ``base: other.yaml`` (relative to the file) is read first
-    and the file's own keys override it, so a recipe is a short diff of the one it grows from."""
+    and the file's own keys override it, so a recipe is a short diff of the one it grows from.
+    YAML anchors and aliases are refused: a config has no use for them, and an alias bomb of a
+    few hundred bytes expands to gigabytes."""
     path = Path(path)
     if not path.is_file():
         raise EmorecError(f"config file not found: {path}")
     if path.resolve() in _seen:
         raise EmorecError(f"config file {path}: its base: chain comes back to itself")
+    if len(_seen) >= MAX_BASE_DEPTH:
+        raise EmorecError(f"config file {path}: base: chain deeper than {MAX_BASE_DEPTH} files")
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise EmorecError(f"config file {path}: over {MAX_CONFIG_BYTES:,} bytes; not a config")
+        text = path.read_text(encoding="utf-8")
+        if any(isinstance(e, (yaml.AliasEvent,)) or getattr(e, "anchor", None) for e in yaml.parse(text)):
+            raise EmorecError(f"config file {path}: YAML anchors and aliases (& and *) are not supported")
+        data = yaml.safe_load(text) or {}
+    except OSError as e:
+        raise EmorecError(f"config file {path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise EmorecError(f"config file {path} is not text (UTF-8 YAML expected)") from None
     except yaml.YAMLError as e:
         raise EmorecError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -18,6 +18,7 @@ from emorec.preprocess import to_float
 
 META_KEY = "emorec"  # key in the ONNX model's metadata_props holding ModelInfo as JSON
 BATCH = 64  # faces per ORT call: bounds memory on crowd photos and long folders
+MIN_SIZE, MAX_SIZE = 32, 1024  # a model's input side (config IMG_SIZE's range): more is a broken file
 
 
 @dataclass
@@ -42,9 +43,24 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelInfo":
+        """Parsed and checked (ValueError, one line, for anything a model file must not say)."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        info = cls(**{k: v for k, v in data.items() if k in known})
+        if not (isinstance(info.classes, list) and len(info.classes) >= 2
+                and all(isinstance(c, str) for c in info.classes)):
+            raise ValueError("classes must be a list of at least two names")
+        if not (isinstance(info.img_size, int) and MIN_SIZE <= info.img_size <= MAX_SIZE):
+            raise ValueError(f"img_size must be a whole number in [{MIN_SIZE}, {MAX_SIZE}], got {info.img_size!r}")
+        if not (isinstance(info.source_size, int) and 0 <= info.source_size <= MAX_SIZE):
+            raise ValueError(f"source_size must be a whole number in [0, {MAX_SIZE}], got {info.source_size!r}")
+        if not (isinstance(info.face_margin, (int, float)) and 0 <= info.face_margin <= 1):
+            raise ValueError(f"face_margin must be in [0, 1], got {info.face_margin!r}")
+        if not isinstance(info.grayscale, bool) or not isinstance(info.metrics, dict):
+            raise ValueError("grayscale must be true or false and metrics an object")
+        return info
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

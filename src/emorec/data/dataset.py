@@ -93,6 +93,23 @@ def _with_soft(data: SplitData, data_dir: Path, votes: dict[str, list[float]]) -
     return data
 
 
+def _read_cache(cache: Path | None, n: int, shape: tuple[int, bool]):
+    """(images, labels, ok) from a decode cache that fits this split; None for no cache, or one that
+    cannot be read or does not fit (it is then rebuilt: a cache is never worth an error)."""
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        with np.load(cache) as z:
+            images, lab, ok = z["images"], z["labels"], z["ok"]
+    except Exception:  # unreadable, truncated, garbage, another format
+        log.warning("decode cache %s unreadable; decoding again", cache)
+        return None
+    size, gray = shape
+    fits = (ok.dtype == bool and ok.shape == (n,) and images.dtype == np.uint8 and images.ndim == 4
+            and images.shape[1:] == ((1 if gray else 3), size, size) and len(images) == len(lab) == int(ok.sum()))
+    return (images, lab, ok) if fits else None
+
+
 def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, grayscale: bool,
                cache_dir: Path | None = None, max_per_class: int | None = None, seed: int = 0,
                progress: bool = True, soft_labels: bool = False, source_size: int = 0) -> SplitData:
@@ -117,10 +134,10 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
         except (OSError, RuntimeError):  # a broken or looping link: decoding skips it below
             key.update(f"{p}|unreadable\n".encode())
     cache = Path(cache_dir).expanduser() / f"{split}-{key.hexdigest()[:16]}.npz" if cache_dir else None
-    if cache is not None and cache.is_file():
-        z = np.load(cache)
-        ok = z["ok"]
-        data = SplitData(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
+    cached = _read_cache(cache, len(paths), (img_size, grayscale))
+    if cached is not None:
+        images, lab, ok = cached
+        data = SplitData(torch.from_numpy(images), torch.from_numpy(lab),
                          [str(p) for p, good in zip(paths, ok) if good], list(classes), int((~ok).sum()))
         return _with_soft(data, data_dir, votes) if soft_labels else data
 

@@ -72,6 +72,9 @@ def load_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
     check_keys(ckpt, {**REQUIRED, **(RESUME if resume else {})}, path)
     if not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
         raise EmorecError(f"{path}: not an emorec checkpoint ('model' is not a state dict of tensors)")
+    bad = next((k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:  # a diverged run: its answers would be NaN, whatever a parity check says
+        raise EmorecError(f"{path}: weight {bad!r} holds NaN or infinite values; this checkpoint cannot be used")
     return ckpt
 
 

@@ -167,7 +167,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         best = state["best"] if state else -float("inf")
         start_stage, start_epoch = (state["stage"], state["epoch"] + 1) if state else (1, 0)
         if state:
-            model.load_state_dict(state["model"])
+            _restore(f"{models_dir / LAST}", lambda: model.load_state_dict(state["model"]))
         commit = git_commit()  # the code this run started from
         t0 = time.perf_counter()
         out_of_time = lambda: bool(cfg.max_minutes) and time.perf_counter() - t0 > cfg.max_minutes * 60
@@ -182,8 +182,8 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
             first = start_epoch if spec["stage"] == start_stage else 0
             bad = 0
             if state and spec["stage"] == start_stage:
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
+                _restore(f"{models_dir / LAST}", lambda: (optimizer.load_state_dict(state["optimizer"]),
+                                                          scheduler.load_state_dict(state["scheduler"])))
                 bad = state["bad_epochs"]
             net = None
             say(f"stage {spec['stage']}: {spec['epochs']} epoch(s), lr {spec['lr']:g}, "
@@ -246,6 +246,16 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         # Ranks tear down together: rank 1 once aborted in its teardown while rank 0 still wrote files.
         _barrier(world)
         return summary
+
+
+def _restore(path: str, load) -> None:
+    """Run a resume's ``load_state_dict`` step; a checkpoint of another shape is one line."""
+    try:
+        load()
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise EmorecError(f"{path} cannot be resumed: its saved state does not fit this run ({first[:200]}); "
+                          "start without --resume") from None
 
 
 def init_weights(model: torch.nn.Module, cfg: Config) -> str:

@@ -1,0 +1,185 @@
+"""Odd configs, model files, checkpoints and caches: each costs one line, never a traceback or
+gigabytes (issue 28's findings, each with the input that showed it)."""
+from __future__ import annotations
+
+import json
+import resource
+
+import numpy as np
+import pytest
+import torch
+
+from emorec.cli import main
+from emorec.config import DEFAULT_CLASSES, Config, load_config
+from emorec.errors import EmorecError
+
+from conftest import make_tiny_onnx
+from test_data import face, save
+
+
+# --- config files -------------------------------------------------------------------------
+
+def test_binary_unreadable_and_oversized_config_files(tmp_path, monkeypatch):
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\xff\xfe\x00binary\x80\x81")
+    with pytest.raises(EmorecError, match="is not text"):
+        load_config(binary)
+    locked = tmp_path / "locked.yaml"
+    locked.write_text("SEED: 1\n")
+    real = type(locked).read_text
+
+    def denied(self, *a, **k):
+        if self.name == "locked.yaml":
+            raise PermissionError(13, "Permission denied")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(locked), "read_text", denied)
+    with pytest.raises(EmorecError, match="cannot read it \\(Permission denied\\)"):
+        load_config(locked)
+
+
+def test_a_deep_base_chain_is_one_line(tmp_path):
+    for i in range(1200):
+        (tmp_path / f"c{i}.yaml").write_text(f"base: c{i + 1}.yaml\n")
+    (tmp_path / "c1200.yaml").write_text("SEED: 3\n")
+    with pytest.raises(EmorecError, match="base: chain deeper than 16 files"):
+        load_config(tmp_path / "c0.yaml")
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("SOURCES: *i")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["train", "--config", str(bomb)]) == 2
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 100 * 1024  # KiB: nothing expanded
+    err = capsys.readouterr().err.strip()
+    assert "anchors and aliases" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2 ** 32), "nan"])
+def test_seed_out_of_range_is_one_line(seed):
+    with pytest.raises(EmorecError, match="SEED"):
+        load_config(overrides={"seed": seed})
+
+
+# --- model files --------------------------------------------------------------------------
+
+def _with_metadata(path, text: str):
+    import onnx
+
+    from emorec.modelfile import META_KEY
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == META_KEY:
+            prop.value = text
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("meta, why", [
+    ('["angry", "happy"]', "expected a JSON object"),
+    (None, "img_size must be a whole number in \\[32, 1024\\], got 30000"),
+    ('{"classes": "angry", "img_size": 48, "grayscale": true, "face_margin": 0}', "classes must be a list"),
+])
+def test_bad_model_metadata_is_one_line_at_start_and_when_served(tmp_path, meta, why, capsys):
+    from fastapi.testclient import TestClient
+
+    from emorec.api import create_app
+
+    path = make_tiny_onnx(tmp_path / "m.onnx", DEFAULT_CLASSES)
+    if meta is None:  # the real metadata with a huge input size: it would take gigabytes to feed
+        meta = json.loads(_read_meta(path)) | {"img_size": 30000}
+        meta = json.dumps(meta)
+    _with_metadata(path, meta)
+    assert main(["predict", str(tmp_path), "--model", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unreadable emorec metadata" in err and len(err.splitlines()) == 1
+    import re
+
+    assert re.search(why, err), err
+    with pytest.raises(EmorecError, match="unreadable emorec metadata"):
+        with TestClient(create_app(model_path=path)):
+            pass
+
+
+def _read_meta(path) -> str:
+    import onnx
+
+    from emorec.modelfile import META_KEY
+
+    return next(p.value for p in onnx.load(str(path)).metadata_props if p.key == META_KEY)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+def _checkpoint(path, cfg: Config, **extra):
+    from emorec.models import create_model
+
+    model = create_model(cfg.backbone, num_classes=cfg.num_classes, pretrained=False, in_chans=cfg.in_chans)
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "classes": cfg.active_classes, **extra}, path)
+    return model
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path, capsys):
+    cfg = Config(img_size=48)
+    path = tmp_path / "nan.pt"
+    model = _checkpoint(path, cfg)
+    state = model.state_dict()
+    state["classifier.1.weight"][0, 0] = float("nan")
+    torch.save({"model": state, "config": cfg.to_dict(), "classes": cfg.active_classes}, path)
+    assert main(["export", "--checkpoint", str(path), "--out", str(tmp_path / "x.onnx"), "--no-int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds NaN or infinite values" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("bad", ["optimizer", "model"])
+def test_a_malformed_resume_point_is_one_line(tmp_path, bad):
+    from emorec.train.loop import fit
+
+    src = tmp_path / "src"
+    for j, c in enumerate(DEFAULT_CLASSES):
+        for k in range(4):
+            save(src / c / f"{k}.png", face(10 * j + k))
+    from emorec.data import prepare
+
+    cfg = Config(img_size=48, val_fraction=0.25, test_fraction=0, data_dir=tmp_path / "split",
+                 models_dir=tmp_path / "run/models", reports_dir=tmp_path / "run/reports",
+                 cache_dir=tmp_path / "cache", train_mode="FAST_DEBUG")
+    prepare(cfg, [src], cfg.data_dir)
+    (tmp_path / "run/models").mkdir(parents=True)
+    state = {"optimizer": {}, "scheduler": {}, "stage": 1, "epoch": 0, "history": [], "best": 0.0, "bad_epochs": 0}
+    model = _checkpoint(tmp_path / "run/models/last.pt", cfg, **state)
+    if bad == "model":  # weights of another shape under the right names
+        weights = model.state_dict()
+        weights["classifier.1.weight"] = torch.zeros(3, weights["classifier.1.weight"].shape[1])
+        torch.save({"model": weights, "config": cfg.to_dict(), "classes": cfg.active_classes, **state},
+                   tmp_path / "run/models/last.pt")
+    with pytest.raises(EmorecError, match="cannot be resumed: its saved state does not fit this run"):
+        fit(cfg, resume=True, show_progress=False)
+
+
+# --- the decode cache -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("garbage", [b"", b"not a zip at all", b"PK\x03\x04broken"])
+def test_a_garbage_decode_cache_is_rebuilt(tmp_path, garbage):
+    from emorec.data import prepare
+    from emorec.data.dataset import load_split
+
+    src = tmp_path / "src"
+    for j, c in enumerate(("happy", "sad")):
+        for k in range(3):
+            save(src / c / f"{k}.png", face(10 * j + k))
+    prepare(Config(active_classes=["happy", "sad"], val_fraction=0, test_fraction=0), [src], tmp_path / "split")
+    args = (tmp_path / "split", "train", ["happy", "sad"], 48, True, tmp_path / "cache")
+    first = load_split(*args, progress=False)
+    [cache] = (tmp_path / "cache").iterdir()
+    cache.write_bytes(garbage)
+    again = load_split(*args, progress=False)
+    assert torch.equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
