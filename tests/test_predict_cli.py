@@ -385,3 +385,33 @@ def test_a_bad_flag_shows_the_commands_own_usage(capsys, images_dir):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("usage: emorec predict ")
     assert err.splitlines()[-1] == "emorec predict: error: unrecognized arguments: --bogus"
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(capsys, tiny_onnx, images_dir, tmp_path, clip):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    a = photos / "a.jpg"
+    a.write_bytes((images_dir / "single_face.jpg").read_bytes())
+    before, video_before = a.read_bytes(), clip.read_bytes()
+    for args in ((a, "-o", a), (a, "--annotate", a), (photos, "--annotate", photos), (a, "--annotate", photos),
+                 (clip, "--video-out", clip)):
+        rc, out, err = predict(capsys, *args, "--model", tiny_onnx)
+        assert rc == 2 and out == "" and len(err.splitlines()) == 1 and "write over" in err, (args, err)
+    assert a.read_bytes() == before and clip.read_bytes() == video_before and sorted(photos.iterdir()) == [a]
+
+
+def test_video_out_of_tiny_frames_and_into_a_new_folder(tiny_onnx, tmp_path, yunet_path):
+    """OpenCV's MJPG writer corrupts memory on 4x4 frames (the process aborted): frames are padded."""
+    tiny = tmp_path / "tiny.mp4"
+    w = cv2.VideoWriter(str(tiny), cv2.VideoWriter_fourcc(*"mp4v"), 10, (4, 4))
+    for _ in range(5):
+        w.write(np.full((4, 4, 3), 100, np.uint8))
+    w.release()
+    out = tmp_path / "new" / "folder" / "tiny_annotated.avi"
+    run = subprocess.run([sys.executable, "-m", "emorec", "predict", str(tiny), "--model", str(tiny_onnx),
+                          "--video-out", str(out)], capture_output=True, text=True,
+                         env={**os.environ, "EMOREC_YUNET": str(yunet_path)})
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    cap = cv2.VideoCapture(str(out))
+    ok, frame = cap.read()
+    assert ok and frame.shape == (16, 16, 3)

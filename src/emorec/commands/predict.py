@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from emorec.cli import config_from_args
     from emorec.errors import EmorecError
-    from emorec.inference.batch import annotate_target, collect, predict_inputs
+    from emorec.inference.batch import annotate_target, collect, predict_inputs, refuse_overwriting_inputs
     from emorec.inference.predictor import Predictor
     from emorec.inference.video import VideoWriter, is_video
     from emorec.inference.writers import WRITERS, printable
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write("emorec predict: note: --annotate applies to the images; for videos use --video-out",
                    file=sys.stderr)
     annotate_to = annotate_target(args.annotate, n_images, from_folder) if args.annotate else None
+    refuse_overwriting_inputs(items, args.output, args.video_out, annotate_to)
 
     detector = "none" if args.no_detect else args.detector
     predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads)

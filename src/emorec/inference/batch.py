@@ -126,15 +126,35 @@ def annotate_target(out: str, n_images: int, from_folder: bool) -> tuple[Path, b
     return target, True
 
 
+def annotated_path(path: Path, root: Path | None, target: tuple[Path, bool]) -> Path:
+    """Where the annotated copy of ``path`` goes (before any _1, _2 for names met twice)."""
+    dest, is_folder = target
+    if not is_folder:
+        return dest
+    rel = path.relative_to(root) if root is not None else Path(path.name)
+    return dest / (rel if rel.suffix.lower() in SAVE_EXTS else rel.with_suffix(".png"))
+
+
+def refuse_overwriting_inputs(items: list[tuple[Path, Path | None]], output: str | None, video_out: str | None,
+                              annotate_to: tuple[Path, bool] | None) -> None:
+    """An output that would write over an input is a usage error, said before any work."""
+    inputs = {p.resolve() for p, _ in items}
+    for flag, out in (("--output", output), ("--video-out", video_out)):
+        if out and Path(out).resolve() in inputs:
+            raise EmorecError(f"{flag} {out} is one of the inputs; refusing to write over it")
+    if annotate_to is not None:
+        for p, root in items:
+            if not is_video(p) and annotated_path(p, root, annotate_to).resolve() in inputs:
+                raise EmorecError(f"--annotate {annotate_to[0]} would write over the input "
+                                  f"{annotated_path(p, root, annotate_to)}; choose another folder")
+
+
 def _save_annotated(img, faces, path: Path, root: Path | None, target, names: set, top_k: int, report) -> None:
     from PIL import Image
 
-    dest, is_folder = target
+    dest, is_folder = target[0], target[1]
     if is_folder:
-        rel = path.relative_to(root) if root is not None else Path(path.name)
-        if rel.suffix.lower() not in SAVE_EXTS:
-            rel = rel.with_suffix(".png")
-        dest = dest / rel
+        dest = annotated_path(path, root, target)
         stem, n = dest.with_suffix(""), 1
         while dest in names:  # same name from two places: keep both
             dest = stem.with_name(f"{stem.name}_{n}").with_suffix(dest.suffix)

@@ -58,8 +58,12 @@ def read_frames(path: str | os.PathLike, every: int = 1, decode_all: bool = Fals
         raise EmorecError(f"{path}: no frames could be read (unsupported codec or not a video)")
 
 
+MIN_WRITE_SIDE = 16  # OpenCV's MJPG writer corrupts memory on frames a few pixels wide: smaller ones are padded
+
+
 class VideoWriter:
-    """RGB frames -> video file; size and frame rate are taken from the first frame.
+    """RGB frames -> video file; size and frame rate are taken from the first frame (padded with
+    black to at least MIN_WRITE_SIDE and to even sides, which every codec takes).
     The extension is checked here, so a bad name fails before any work is done."""
 
     def __init__(self, path: str | os.PathLike):
@@ -71,13 +75,21 @@ class VideoWriter:
         self._writer: cv2.VideoWriter | None = None
 
     def write(self, rgb: np.ndarray, fps: float = 25.0) -> None:
+        h, w = rgb.shape[:2]
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            h, w = rgb.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), self.fourcc, fps if fps > 0 else 25.0, (w, h))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise EmorecError(f"cannot write video {self.path}: {e.strerror or e}") from None
+            self.size = (max(MIN_WRITE_SIDE, w + w % 2), max(MIN_WRITE_SIDE, h + h % 2))
+            self._writer = cv2.VideoWriter(str(self.path), self.fourcc, fps if fps > 0 else 25.0, self.size)
             if not self._writer.isOpened():
                 raise EmorecError(f"cannot write video {self.path}")
-        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if (w, h) != self.size:  # padded (or cut) to the video's size: the writer takes no other
+            bgr = cv2.copyMakeBorder(bgr[:self.size[1], :self.size[0]], 0, max(0, self.size[1] - h), 0,
+                                     max(0, self.size[0] - w), cv2.BORDER_CONSTANT, value=0)
+        self._writer.write(bgr)
 
     def close(self) -> None:
         if self._writer is not None:
