@@ -183,3 +183,25 @@ def test_a_garbage_decode_cache_is_rebuilt(tmp_path, garbage):
     cache.write_bytes(garbage)
     again = load_split(*args, progress=False)
     assert torch.equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
+
+
+def test_a_second_training_into_the_same_folder_stops_with_one_line(tmp_path):
+    """Two runs into one MODELS_DIR both exited 0 and best_model.pt held the other run's weights."""
+    import fcntl
+    import os
+
+    from emorec.train.loop import fit
+
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    fd = os.open(models / ".lock", os.O_RDWR | os.O_CREAT)  # the first run, holding its folder
+    os.write(fd, b"4242")
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(EmorecError, match=r"MODELS_DIR .* is in use by another training \(pid 4242\)"):
+            fit(Config(models_dir=models, data_dir=tmp_path / "none"), show_progress=False)
+    finally:
+        os.close(fd)
+    with pytest.raises(EmorecError) as e:  # free again: the run goes on (to its missing weights or data)
+        fit(Config(models_dir=models, data_dir=tmp_path / "none"), show_progress=False)
+    assert "in use" not in str(e.value)

@@ -109,7 +109,7 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
     if models_dir.expanduser().absolute() == SHIPPED_MODELS_DIR:
         raise EmorecError(f"MODELS_DIR {models_dir} is the folder of the shipped models; "
                           "train into a run folder (e.g. runs/<name>/models)")
-    with distributed() as (rank, world):
+    with distributed() as (rank, world), run_lock(models_dir, rank == 0):
         main = rank == 0
         say = print if main else (lambda *a, **k: None)
         seed_everything(cfg.seed)
@@ -246,6 +246,34 @@ def fit(cfg: Config, resume: bool = False, show_progress: bool = True) -> dict:
         # Ranks tear down together: rank 1 once aborted in its teardown while rank 0 still wrote files.
         _barrier(world)
         return summary
+
+
+@contextmanager
+def run_lock(models_dir: Path, take: bool = True):
+    """Hold MODELS_DIR for this run: a second training into the same folder stops with one line
+    instead of writing its weights over this one's (the lock goes with the process)."""
+    if not take:
+        yield
+        return
+    import fcntl
+
+    try:
+        Path(models_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(models_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise EmorecError(f"cannot use MODELS_DIR {models_dir}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise EmorecError(f"MODELS_DIR {models_dir} is in use by another training (pid {holder}); "
+                              "wait for it or train into another folder (--set MODELS_DIR=...)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _restore(path: str, load) -> None:
