@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import resource
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -205,3 +207,45 @@ def test_a_second_training_into_the_same_folder_stops_with_one_line(tmp_path):
     with pytest.raises(EmorecError) as e:  # free again: the run goes on (to its missing weights or data)
         fit(Config(models_dir=models, data_dir=tmp_path / "none"), show_progress=False)
     assert "in use" not in str(e.value)
+
+
+# --- file names that are not UTF-8 ------------------------------------------------------------
+
+def test_file_names_that_are_not_utf8_are_processed_and_written_escaped(tmp_path, capsys, tiny_onnx, yunet_path,
+                                                                        monkeypatch):
+    """A Latin-1 name on a Linux disk killed predict --csv -o, data prepare, evaluate and train
+    (UnicodeEncodeError: surrogates not allowed)."""
+    import csv
+    import os
+
+    from emorec.data import prepare
+    from emorec.data.dataset import load_split
+
+    latin1 = os.fsdecode(b"caf\xe9.png")  # 'caf\udce9.png'
+    raw = lambda path, seed: path.write_bytes(cv2.imencode(".png", face(seed))[1].tobytes())  # OpenCV: UTF-8 names only
+    src = tmp_path / "src"
+    for j, c in enumerate(("happy", "sad")):
+        for k in range(3):
+            save(src / c / f"{k}.png", face(10 * j + k))
+    raw(src / "happy" / latin1, 99)
+    report = prepare(Config(active_classes=["happy", "sad"], val_fraction=0, test_fraction=0), [src], tmp_path / "split")
+    assert report["written"]["train"] == {"happy": 4, "sad": 3}
+    rows = list(csv.DictReader(open(tmp_path / "split" / "manifest.csv", encoding="utf-8")))
+    escaped = [r for r in rows if "caf" in r["original"]]
+    assert escaped[0]["original"] == "happy/caf\\xe9.png" and (tmp_path / "split" / escaped[0]["path"]).is_file()
+    # a split holding a raw name (made by hand): training and evaluation read it
+    raw(tmp_path / "split" / "train" / "sad" / latin1, 98)
+    data = load_split(tmp_path / "split", "train", ["happy", "sad"], 48, True, tmp_path / "cache", progress=False)
+    assert len(data) == 8
+    monkeypatch.setenv("EMOREC_YUNET", str(yunet_path))
+    out = tmp_path / "faces.csv"
+    assert main(["predict", str(src / "happy"), "--model", str(tiny_onnx), "--csv", "-o", str(out)]) == 0
+    paths = [r["path"] for r in csv.DictReader(open(out, encoding="utf-8"))]
+    assert str(src / "happy" / "caf\\xe9.png") in paths and len(paths) == 4
+    assert main(["predict", str(src / "happy" / latin1), "--model", str(tiny_onnx), "--json"]) == 0
+    assert "caf\\\\xe9.png" in capsys.readouterr().out
+    clip = tmp_path / os.fsdecode(b"clip\xe9.mp4")  # a video: OpenCV opens it, so one line instead of a crash
+    clip.write_bytes(b"\0" * 100)
+    assert main(["predict", str(clip), str(src / "happy" / "0.png"), "--model", str(tiny_onnx)]) == 1
+    err = capsys.readouterr().err
+    assert "whose name is not UTF-8" in err and len(err.splitlines()) == 1

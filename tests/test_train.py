@@ -346,7 +346,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     monkeypatch.setattr(shutil, "disk_usage", lambda p: types.SimpleNamespace(total=10, used=10, free=0))
     with pytest.raises(EmorecError) as e:
         ck.save_atomic({"model": {}}, path)
-    assert str(e.value) == f"cannot write checkpoint {path} (disk full: 0 MB free on {tmp_path}); the previous one is kept"
+    assert str(e.value) == f"cannot write checkpoint {path} (disk full: 0 MB free on {tmp_path}); the previous file is kept"
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 

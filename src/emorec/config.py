@@ -294,12 +294,11 @@ class Config(InferConfig, ExportConfig, LossConfig, MixConfig, AugmentConfig, Tr
         return out
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         import yaml
 
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
+        from emorec.files import write_text
+
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False), "config")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from emorec.errors import EmorecError
+from emorec.files import opencv_path
 
 Detection = tuple[tuple[int, int, int, int], float]
 
@@ -131,7 +132,7 @@ class YuNetDetector:
                  min_face_size: int = 20, min_side: int = 224, max_side: int = 320, nms_threshold: float = 0.3):
         path = find_yunet(model_path)
         try:
-            self._net = cv2.FaceDetectorYN.create(str(path), "", (max_side, max_side),
+            self._net = cv2.FaceDetectorYN.create(opencv_path(path, "face detector model"), "", (max_side, max_side),
                                                   score_threshold, nms_threshold, 5000)
         except cv2.error:
             raise EmorecError(f"{path}: not a valid YuNet face detector model") from None

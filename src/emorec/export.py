@@ -18,6 +18,7 @@ import numpy as np
 
 from emorec import __version__
 from emorec.config import Config, class_rows
+from emorec.files import atomic_path, write_text
 from emorec.errors import EmorecError
 from emorec.modelfile import META_KEY, ModelInfo, open_session, session_probs
 from emorec.preprocess import to_float
@@ -49,7 +50,8 @@ def set_metadata(onnx_path: Path, info: ModelInfo) -> None:
 
     model = onnx.load(str(onnx_path))
     onnx.helper.set_model_props(model, {META_KEY: info.to_json()})
-    onnx.save(model, str(onnx_path))
+    with atomic_path(onnx_path, "model") as tmp:  # a failed write keeps the file loadable
+        onnx.save(model, str(tmp))
 
 
 def to_onnx(model, path: Path, *, in_chans: int, img_size: int) -> Path:
@@ -59,17 +61,16 @@ def to_onnx(model, path: Path, *, in_chans: int, img_size: int) -> Path:
     model = model.eval().to(memory_format=torch.contiguous_format)
     x = torch.rand(2, in_chans, img_size, img_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # The exporter's notes ("torchvision is not installed. Skipping torchvision::nms", deprecation
     # FutureWarnings) concern torch's internals, not the user's model: kept off the terminal.
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_path(path, "model") as tmp:
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"], dynamo=True,
+            torch.onnx.export(model, (x,), str(tmp), input_names=["input"], output_names=["logits"], dynamo=True,
                               dynamic_shapes=({0: batch},), external_data=False, optimize=True, verbose=False)
     finally:
         quiet.setLevel(level)
@@ -169,8 +170,9 @@ def quantize_int8(fp32: Path, out: Path, calib_images: np.ndarray, calibration: 
         firsts = [n.name for n in nodes if n.op_type == "Conv" and made_by.get(n.input[0]) in ("Div", None)]
         heads = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
         reader = _Calibration(calib_images)
-        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints a line per chunk
-            quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
+        # onnxruntime prints a line per chunk
+        with contextlib.redirect_stdout(io.StringIO()), atomic_path(out, "int8 model") as tmp:
+            quantize_static(str(pre), str(tmp), reader, quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                             calibrate_method=methods[calibration], nodes_to_exclude=firsts + heads,
                             extra_options={"CalibStridedMinMax": reader.stride()})
@@ -259,6 +261,6 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
                           "mean_abs_prob_diff_vs_fp32": float(np.abs(p_q - p_onnx).mean()),
                           "size_mb": round(q.stat().st_size / 1e6, 2)}
     report["size_mb"] = round(out.stat().st_size / 1e6, 2)
-    out.with_suffix(".json").write_text(json.dumps({"model_info": json.loads(info.to_json()), "export": report},
-                                                   indent=2))
+    write_text(out.with_suffix(".json"), json.dumps({"model_info": json.loads(info.to_json()), "export": report},
+                                                    indent=2))
     return report

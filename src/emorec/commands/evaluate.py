@@ -89,6 +89,7 @@ def _suite(cfg, args) -> int:
 
     from emorec.errors import EmorecError
     from emorec.evaluation.suite import format_suite, read_suite, run_suite
+    from emorec.files import write_text
     from emorec.inference.predictor import resolve_model
 
     if not args.model:
@@ -100,8 +101,7 @@ def _suite(cfg, args) -> int:
     r = run_suite(cfg, sets, model, baseline, out)
     text = format_suite(r)
     print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.json").write_text(json.dumps(r, indent=2))
-    (out / "suite.md").write_text(text + "\n")
+    write_text(out / "suite.json", json.dumps(r, indent=2))
+    write_text(out / "suite.md", text + "\n")
     print(f"wrote {out / 'suite.json'}, {out / 'suite.md'}")
     return 0

@@ -9,6 +9,7 @@ bad model, bad output path).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from emorec.cli import config_from_args
     from emorec.errors import EmorecError
+    from emorec.files import atomic_path
     from emorec.inference.batch import annotate_target, collect, predict_inputs, refuse_overwriting_inputs
     from emorec.inference.predictor import Predictor
     from emorec.inference.video import VideoWriter, is_video
@@ -93,36 +95,27 @@ def run(args: argparse.Namespace) -> int:
 
     detector = "none" if args.no_detect else args.detector
     predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads)
-    stream = _open_output(args.output)
-    out = WRITERS["json" if args.json else "csv" if args.csv else "text"](stream, predictor, args.top_k)
-    for path, msg in problems:
-        report(msg)
-        out.error(path, msg)
-    try:
-        # disable=None: a bar only on a terminal, so logs and pipes get clean lines
-        with tqdm(total=len(items), unit="file", disable=True if len(items) < 2 else None, file=sys.stderr) as bar:
-            predict_inputs(items, predictor, out, report, top_k=args.top_k, every=args.every,
-                           annotate_to=annotate_to, video_writer=writer, progress=bar.update)
-        out.close()
-    except BrokenPipeError:  # `emorec predict ... | head`: the reader left, nothing to report
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    finally:
-        if writer is not None:
-            writer.close()
-        if stream is not sys.stdout:
-            stream.close()
+    if args.output is not None and Path(args.output).is_dir():
+        raise EmorecError(f"--output {args.output} is a directory; name a file")
+    with contextlib.ExitStack() as stack:
+        # --output is written to a temporary file and renamed at the end: a failure keeps the old one
+        stream = sys.stdout if args.output is None else stack.enter_context(
+            open(stack.enter_context(atomic_path(args.output, "--output")), "w", encoding="utf-8", newline="",
+                 errors="backslashreplace"))
+        out = WRITERS["json" if args.json else "csv" if args.csv else "text"](stream, predictor, args.top_k)
+        for path, msg in problems:
+            report(msg)
+            out.error(path, msg)
+        try:
+            # disable=None: a bar only on a terminal, so logs and pipes get clean lines
+            with tqdm(total=len(items), unit="file", disable=True if len(items) < 2 else None,
+                      file=sys.stderr) as bar:
+                predict_inputs(items, predictor, out, report, top_k=args.top_k, every=args.every,
+                               annotate_to=annotate_to, video_writer=writer, progress=bar.update)
+            out.close()
+        except BrokenPipeError:  # `emorec predict ... | head`: the reader left, nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        finally:
+            if writer is not None:
+                writer.close()
     return 1 if failed else 0
-
-
-def _open_output(path: str | None):
-    from emorec.errors import EmorecError
-
-    if path is None:
-        return sys.stdout
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "w", encoding="utf-8", newline="")
-    except OSError as e:
-        raise EmorecError(f"cannot write --output {path}: {e.strerror}") from None
-
-

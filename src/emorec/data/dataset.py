@@ -130,9 +130,9 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
     for p in paths:
         try:
             st = p.stat()
-            key.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            key.update(os.fsencode(p.resolve()) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
         except (OSError, RuntimeError):  # a broken or looping link: decoding skips it below
-            key.update(f"{p}|unreadable\n".encode())
+            key.update(os.fsencode(p) + b"|unreadable\n")
     cache = Path(cache_dir).expanduser() / f"{split}-{key.hexdigest()[:16]}.npz" if cache_dir else None
     cached = _read_cache(cache, len(paths), (img_size, grayscale))
     if cached is not None:

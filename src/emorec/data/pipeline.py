@@ -32,6 +32,7 @@ from emorec.data.sources import Entry, LabelColumns, Source, SourceSpec, open_so
 from emorec.data.split import SPLITS, assign_splits
 from emorec.data.votes import VOTES_FILE, SourceVotes, source_votes, write_votes
 from emorec.errors import EmorecError
+from emorec.files import display_name
 from emorec.provenance import portable_path
 
 MANIFEST_FIELDS = ["path", "split", "label", "source", "source_split", "original", "group", "leak", "conflict",
@@ -261,7 +262,7 @@ def _people_per_split(sc: Scan, dest: list) -> dict:
 
 
 def _unique_name(used: set, folder: str, source: str, name: str) -> str:
-    base = PurePosixPath(name)
+    base = PurePosixPath(display_name(name))  # a name that is not UTF-8 is stored escaped
     candidate, k = f"{source}__{base.name}", 2
     while (folder, candidate.lower()) in used:  # lower(): also unique on case-insensitive disks
         candidate, k = f"{source}__{base.stem}-{k}{base.suffix}", k + 1
@@ -330,7 +331,7 @@ def build_split(cfg: Config, sc: Scan, out_dir: str | os.PathLike, force: bool =
             data = by_name[e.source].read(e.name)
             (tmp / path).write_bytes(data if box is None else face_png(data, e.name, box, cfg.face_margin))
             rows.append({"path": path, "split": split, "label": e.label, "source": e.source,
-                         "source_split": e.split or "", "original": e.name, "group": plan.group[i] or "",
+                         "source_split": e.split or "", "original": display_name(e.name), "group": plan.group[i] or "",
                          "leak": int(plan.leak[i]), "conflict": int(plan.conflict[i]), "person": e.person or ""})
             counts = votes[e.source].lookup(e.split, e.name)
             if counts is not None:

@@ -161,5 +161,7 @@ def evaluate_photos(cfg: Config, model_path: Path, source: str, out_dir: Path | 
 def write_predictions(path: Path, rows: list[tuple[str, str, str]]) -> None:
     """Each photo's answer, (photo, label, predicted; NO_FACE when no face was found), as a CSV
     that two runs can be paired by (studies/paired_photos.py, studies/photo_sources.py)."""
-    with open(path, "w", newline="") as f:
+    from emorec.files import atomic_path
+
+    with atomic_path(path, "predictions") as tmp, open(tmp, "w", newline="", errors="backslashreplace") as f:
         csv.writer(f).writerows([("photo", "label", "predicted"), *rows])

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from emorec.config import Config
+from emorec.files import write_text
 
 
 def leak_flags(data_dir: Path, paths: list[str]) -> np.ndarray | None:
@@ -50,10 +51,9 @@ def write_reports(result: dict, cfg: Config, out_dir: Path, title: str, header: 
     """metrics.json (with the config), classification_report.txt and confusion_matrix.png."""
     from emorec.plots import confusion_matrix_png
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     confusion_matrix_png(np.array(result["confusion_matrix"]), result["classes"], out_dir / "confusion_matrix.png",
                          f"{title} (acc {result['accuracy']:.1%})", predicted=predicted)
-    (out_dir / "classification_report.txt").write_text(
-        f"{header}accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n\n{result['report_text']}")
-    (out_dir / "metrics.json").write_text(json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
-                                                      "config": cfg.to_dict()}, indent=2))
+    write_text(out_dir / "classification_report.txt",
+               f"{header}accuracy: {result['accuracy']:.4f}  macro-F1: {result['macro_f1']:.4f}\n\n{result['report_text']}")
+    write_text(out_dir / "metrics.json", json.dumps({**{k: v for k, v in result.items() if k != "report_text"},
+                                                     "config": cfg.to_dict()}, indent=2))

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from emorec.errors import EmorecError
+from emorec.files import opencv_path
 
 # FFmpeg logs damaged files itself ("moov atom not found"); the caller reports them in one line.
 # Read when FFmpeg is first used, so setting it here, before any capture, is enough.
@@ -38,7 +39,7 @@ def read_frames(path: str | os.PathLike, every: int = 1, decode_all: bool = Fals
     (an annotated output video needs all of them)."""
     if every < 1:
         raise EmorecError(f"--every must be at least 1, got {every}")
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(opencv_path(path, "video"))
     if not cap.isOpened():
         raise EmorecError(f"{path}: cannot open as a video")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -82,7 +83,8 @@ class VideoWriter:
             except OSError as e:
                 raise EmorecError(f"cannot write video {self.path}: {e.strerror or e}") from None
             self.size = (max(MIN_WRITE_SIDE, w + w % 2), max(MIN_WRITE_SIDE, h + h % 2))
-            self._writer = cv2.VideoWriter(str(self.path), self.fourcc, fps if fps > 0 else 25.0, self.size)
+            self._writer = cv2.VideoWriter(opencv_path(self.path, "video"), self.fourcc, fps if fps > 0 else 25.0,
+                                           self.size)
             if not self._writer.isOpened():
                 raise EmorecError(f"cannot write video {self.path}")
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)

@@ -4,12 +4,14 @@ A writer gets ``faces(path, faces, size=, frame=, time_s=)`` for each image or a
 frame and ``error(path, msg)`` for an input that failed; ``close()`` finishes the output."""
 from __future__ import annotations
 
+from emorec.files import display_name
 from emorec.inference.face import image_record
 
 
 def printable(text) -> str:
-    """One line whatever the file name holds: control characters as escapes (a newline as \\n)."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(text))
+    """One line whatever the file name holds: control characters as escapes (a newline as \\n),
+    bytes that are not UTF-8 as \\xNN."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in display_name(str(text)))
 
 
 class TextWriter:
@@ -57,6 +59,7 @@ class CsvWriter:
 
     def faces(self, path, faces, size=None, frame: int | None = None, time_s: float | None = None) -> None:
         frame_cols = ["" if frame is None else frame, "" if time_s is None else f"{time_s:.3f}"]
+        path = display_name(path)
         if not faces:
             self.writer.writerow([path, *frame_cols] + [""] * (8 + len(self.classes)) + [""])
         for i, f in enumerate(faces, 1):
@@ -64,7 +67,7 @@ class CsvWriter:
                                   f"{f.confidence:.6f}", *[f"{f.probs[c]:.6f}" for c in self.classes], ""])
 
     def error(self, path, msg: str) -> None:
-        self.writer.writerow([path] + [""] * (10 + len(self.classes)) + [msg])
+        self.writer.writerow([display_name(path)] + [""] * (10 + len(self.classes)) + [display_name(msg)])
 
     def close(self) -> None:
         self.stream.flush()
@@ -80,10 +83,10 @@ class JsonWriter:
 
     def faces(self, path, faces, size=None, frame: int | None = None, time_s: float | None = None) -> None:
         extra = {} if frame is None else {"frame": frame, "time_s": round(time_s or 0.0, 3)}
-        self.doc["results"].append(image_record(path, faces, size, self.top_k, **extra))
+        self.doc["results"].append(image_record(display_name(path), faces, size, self.top_k, **extra))
 
     def error(self, path, msg: str) -> None:
-        self.doc["results"].append(image_record(path, [], error=msg))
+        self.doc["results"].append(image_record(display_name(path), [], error=display_name(msg)))
 
     def close(self) -> None:
         import json

@@ -12,34 +12,15 @@ from typing import Any
 import torch
 
 from emorec.errors import EmorecError
+from emorec.files import atomic_path
 
 
 def save_atomic(obj: Any, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path, "checkpoint") as tmp:
         torch.save(obj, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # disk full: torch says "enforce fail at inline_container.cc"
-        tmp.unlink(missing_ok=True)
-        cause = e.strerror if isinstance(e, OSError) and e.strerror else _disk_cause(path, e)
-        raise EmorecError(f"cannot write checkpoint {path} ({cause}); the previous one is kept") from None
-    return path
-
-
-def _disk_cause(path: Path, e: Exception) -> str:
-    import shutil
-
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = -1
-    if 0 <= free < 64 * 1024 * 1024:
-        return f"disk full: {free // 1024 ** 2} MB free on {path.parent}"
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return Path(path)
 
 
 # What a checkpoint must hold: every file emorec writes has these; resume points (last.pt) more.

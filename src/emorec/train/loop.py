@@ -23,6 +23,7 @@ from emorec.config import SHIPPED_MODELS_DIR, Config, class_rows
 from emorec.data.dataset import class_weights, epoch_indices, load_split, sample_weights
 from emorec.data.sources import source_weights
 from emorec.errors import EmorecError
+from emorec.files import write_text
 from emorec.models import create_model, set_trainable
 from emorec.models.checkpoint import load_checkpoint, save_atomic
 from emorec.models.weights import load_state
@@ -309,8 +310,6 @@ def init_weights(model: torch.nn.Module, cfg: Config) -> str:
 def _write_logs(cfg: Config, history: list[dict], reports_dir: Path, commit: str, device: str) -> None:
     from emorec.plots import training_curves_png
 
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    tmp = reports_dir / "training_logs.json.tmp"
-    tmp.write_text(json.dumps({"config": cfg.to_dict(), "commit": commit, "device": device, "history": history}, indent=2))
-    os.replace(tmp, reports_dir / "training_logs.json")
+    write_text(reports_dir / "training_logs.json",
+               json.dumps({"config": cfg.to_dict(), "commit": commit, "device": device, "history": history}, indent=2))
     training_curves_png(history, reports_dir / "training_curves.png")
