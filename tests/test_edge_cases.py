@@ -249,3 +249,52 @@ def test_file_names_that_are_not_utf8_are_processed_and_written_escaped(tmp_path
     assert main(["predict", str(clip), str(src / "happy" / "0.png"), "--model", str(tiny_onnx)]) == 1
     err = capsys.readouterr().err
     assert "whose name is not UTF-8" in err and len(err.splitlines()) == 1
+
+
+# --- writes that fail part-way (a full disk, simulated with a file size limit as `ulimit -f` does) ----
+
+def _limited(args: list[str], limit: int, env_extra: dict):
+    import os
+    import subprocess
+    import sys
+
+    def limit_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "emorec", *args], preexec_fn=limit_size, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **env_extra})
+
+
+def test_a_failed_write_keeps_the_previous_file_and_is_one_line(tmp_path, tiny_onnx, yunet_path, images_dir):
+    import hashlib
+    import shutil
+
+    from emorec.config import FER_CLASSES, SHIPPED_MODELS_DIR
+    from emorec.data import prepare
+
+    env = {"EMOREC_YUNET": str(yunet_path)}
+    # evaluate --store rewrote the 2.8 MB model in place: a failed write left a 1 MB file that no longer loaded
+    model = tmp_path / "m.onnx"
+    shutil.copy(SHIPPED_MODELS_DIR / "emotion_7class.onnx", model)
+    src = tmp_path / "src"
+    for j, c in enumerate(FER_CLASSES):
+        save(src / c / "0.png", face(j))
+        save(src / c / "1.png", face(50 + j))
+    prepare(Config(active_classes=FER_CLASSES, val_fraction=0, test_fraction=0.5), [src], tmp_path / "split")
+    before = hashlib.sha256(model.read_bytes()).hexdigest()
+    run = _limited(["evaluate", "--model", str(model), "--store", "--set", f"DATA_DIR={tmp_path / 'split'}",
+                    "--out", str(tmp_path / "rep"), "--set", f"CACHE_DIR={tmp_path / 'c'}"], 1_000_000, env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    [line] = [ln for ln in run.stderr.splitlines() if ln.startswith("emorec evaluate:")]
+    assert line.startswith(f"emorec evaluate: error: cannot write model {model} (File too large; ")
+    assert "MB free on" in line and line.endswith("; the previous file is kept")
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before and sorted(p.name for p in tmp_path.iterdir()
+                                                                                 if p.name.startswith(".m")) == []
+    # predict -o: the previous results stay, and no partial file is left
+    out = tmp_path / "results.csv"
+    out.write_text("old results\n")
+    run = _limited(["predict", str(images_dir / "multi_face.jpg"), "--model", str(tiny_onnx), "--csv", "-o", str(out)],
+                   100, env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert f"cannot write --output {out}" in run.stderr and out.read_text() == "old results\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".results")] == []
