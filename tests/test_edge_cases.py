@@ -298,3 +298,50 @@ def test_a_failed_write_keeps_the_previous_file_and_is_one_line(tmp_path, tiny_o
     assert run.returncode == 2 and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert f"cannot write --output {out}" in run.stderr and out.read_text() == "old results\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".results")] == []
+
+
+# --- image memory: bounded before decoding, for every format ----------------------------------
+
+def _png16(side: int) -> bytes:
+    """A 16-bit grey PNG of side x side pixels: a few hundred KB that decode to 2 bytes a pixel."""
+    import io
+
+    from PIL import Image
+
+    arr = np.tile(np.linspace(0, 65535, side, dtype=np.uint16), (side, 1))
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", compress_level=9)  # uint16 -> mode I;16
+    return buf.getvalue()
+
+
+def test_large_png_is_refused_by_the_api_before_decoding_and_the_limit_is_published(tiny_onnx, yunet_path):
+    from fastapi.testclient import TestClient
+
+    from emorec.api import create_app
+    from emorec.imageio import FULL_DECODE_PIXELS
+    from emorec.inference.predictor import Predictor
+
+    predictor = Predictor.from_path(tiny_onnx, detector_path=yunet_path)
+    with TestClient(create_app(predictor)) as client:
+        limits = client.get("/").json()["limits"]
+        assert limits["image_pixels_other_than_jpeg"] == FULL_DECODE_PIXELS
+        r = client.post("/predict", files={"file": ("big.png", _png16(7000), "image/png")})
+        assert r.status_code == 413
+        assert r.json()["detail"] == (f"big.png: image too large to decode (7000x7000 = 49,000,000 pixels, limit "
+                                      f"{FULL_DECODE_PIXELS:,} for images other than JPEG, which are decoded reduced)")
+
+
+def test_a_16bit_png_decodes_without_a_float64_copy(tmp_path):
+    """A 49 MP 16-bit PNG took the process to 1.5 GB (float64 conversion); now about its RGB size."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big16.png"
+    path.write_bytes(_png16(7000))
+    code = ("import resource; from emorec.imageio import read_image; "
+            f"img = read_image({str(path)!r}); print(img.shape, img.dtype, img[0, -1, 0], "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    shape, peak_mib = run.stdout.rsplit(" ", 1)
+    assert shape == "(7000, 7000, 3) uint8 255", run.stderr
+    assert int(peak_mib) < 700  # the RGB array alone is 147 MB

@@ -46,7 +46,8 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and form fields
 MAX_CONCURRENT = 2  # requests decoding and inferring at once (about the cores of a small server)
 QUEUE_TIMEOUT = 10.0  # s a request waits for a slot before 503
 BODY_TIMEOUT = 30.0  # s without a byte of a request body that is still due: 408
-DECODE_PIXELS = 4_000_000  # JPEGs above this decode at 1/2..1/8 size; faces stay far above 112 px
+DECODE_PIXELS = imageio.DECODE_PIXELS  # JPEGs above this decode at 1/2..1/8 size; faces stay far above 112 px
+FULL_DECODE_PIXELS = imageio.FULL_DECODE_PIXELS  # other formats above this are refused (they decode whole)
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
 
@@ -197,20 +198,26 @@ def _read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
     return name, data
 
 
-def _decode(name: str, data: bytes, max_pixels: int, decode_pixels: int | None = DECODE_PIXELS):
+def _decode(name: str, data: bytes, max_pixels: int, decode_pixels: int | None = DECODE_PIXELS,
+            full_decode_pixels: int | None = FULL_DECODE_PIXELS):
     """Bytes -> (RGB array, factor to the original's pixels, the original's upright (w, h)); the
-    pixel limit is checked on the header, before decoding; a large JPEG is decoded reduced."""
+    pixel limits are checked on the header, before decoding: a large JPEG is decoded reduced, a
+    large image of another format (decoded whole) is refused."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
+                whole = im.format != "JPEG"
     except Image.DecompressionBombError:
         raise TooLarge(f"{name}: image too large (decompression bomb guard)") from None
     except Exception:
-        w = h = 0  # not readable as an image: read_image says what is wrong
+        w, h, whole = 0, 0, False  # not readable as an image: read_image says what is wrong
     if w * h > max_pixels:
         raise TooLarge(f"{name}: image too large ({w}x{h} = {w * h:,} pixels, limit {max_pixels:,})")
+    if whole and full_decode_pixels and w * h > full_decode_pixels:
+        raise TooLarge(f"{name}: image too large to decode ({w}x{h} = {w * h:,} pixels, limit "
+                       f"{full_decode_pixels:,} for images other than JPEG, which are decoded reduced)")
     img = imageio.read_image(data, name=name, decode_pixels=decode_pixels)
     upright = (w, h) if (img.shape[1] >= img.shape[0]) == (w >= h) else (h, w)  # EXIF may turn it
     return img, max(w, h) / max(img.shape[:2]), upright
@@ -228,6 +235,17 @@ def _in_original(faces, factor: float, size: tuple[int, int]) -> list:
     return out
 
 
+def _release_memory() -> None:
+    """Give the freed pages of a large decode back to the system (glibc keeps them otherwise, and
+    an idle server stayed at ~1 GB after a run of large PNGs)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _one_line(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -242,7 +260,7 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = imageio.MAX_PIXELS,
                max_batch_files: int = MAX_BATCH_FILES, max_concurrent: int = MAX_CONCURRENT,
                queue_timeout: float = QUEUE_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
-               decode_pixels: int = DECODE_PIXELS) -> FastAPI:
+               decode_pixels: int = DECODE_PIXELS, full_decode_pixels: int = FULL_DECODE_PIXELS) -> FastAPI:
     """Build the app. Give a loaded ``predictor``, or let the app load ``model_path`` once at
     startup (``None``: the default model). ``config`` (a ``Config``) supplies the detector,
     YuNet path, score threshold and ONNX Runtime threads unless given here. ``max_pixels``
@@ -327,7 +345,8 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
                 "endpoints": ["POST /predict", "POST /predict/batch", "GET /health", "GET /model", "GET /docs",
                               "GET /openapi.json"],
                 "limits": {"upload_bytes": max_upload_bytes, "batch_files": max_batch_files,
-                           "image_pixels": max_pixels, "concurrent_requests": max_concurrent}}
+                           "image_pixels": max_pixels, "image_pixels_other_than_jpeg": full_decode_pixels,
+                           "jpeg_decoded_reduced_above_pixels": decode_pixels, "concurrent_requests": max_concurrent}}
 
     @app.get("/health", response_model=HealthOut)
     def health():
@@ -348,8 +367,11 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     top_k_query = Annotated[int, Query(ge=1, description="how many best classes to list per face")]
 
     def one_image(name: str, data: bytes, detect: bool, top_k: int) -> dict[str, Any]:
-        img, factor, size = _decode(name, data, max_pixels, decode_pixels)
+        img, factor, size = _decode(name, data, max_pixels, decode_pixels, full_decode_pixels)
         faces = get_predictor().predict([img], detect=detect)[0]  # thread-safe
+        if img.size > 3 * decode_pixels:
+            del img
+            _release_memory()
         return image_record(name, _in_original(faces, factor, size), size, top_k)
 
     @app.post("/predict", response_model=PredictOut, responses=ERRORS,

@@ -23,9 +23,15 @@ ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
 MAX_PIXELS = 50_000_000  # below Pillow's own bomb limit (89 M); 50 MP covers modern phones
 MIN_SIDE = 8
+# For servers (the API, the app): JPEGs larger than DECODE_PIXELS decode reduced; images of other
+# formats decode whole, at up to 8 bytes a pixel (16-bit, alpha), so above FULL_DECODE_PIXELS
+# (a 4000x3000 PNG) they are refused before decoding: two requests stay under 512 MB.
+DECODE_PIXELS = 4_000_000
+FULL_DECODE_PIXELS = 12_000_000
 
 
-def _open(src: ImageSource, name: str, decode_pixels: int | None = None) -> Image.Image:
+def _open(src: ImageSource, name: str, decode_pixels: int | None = None,
+          full_decode_pixels: int | None = None) -> Image.Image:
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if path.is_dir():
@@ -57,6 +63,11 @@ def _open(src: ImageSource, name: str, decode_pixels: int | None = None) -> Imag
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise EmorecError(f"{name}: image too large ({w}x{h} = {w * h:,} pixels, limit {MAX_PIXELS:,})")
+            if full_decode_pixels and w * h > full_decode_pixels and img.format != "JPEG":
+                # only JPEG decodes reduced; a PNG, WebP or TIFF is decoded whole, at up to 8 bytes
+                # a pixel (16-bit, alpha), so its size is bounded before it is decoded
+                raise EmorecError(f"{name}: image too large to decode ({w}x{h} = {w * h:,} pixels, limit "
+                                  f"{full_decode_pixels:,} for {img.format or 'this format'}; JPEGs are decoded reduced)")
             if decode_pixels and w * h > decode_pixels and img.format == "JPEG":
                 # JPEG decodes at 1/2, 1/4 or 1/8 per side, to the size at least asked for: asking
                 # half the side lands between a quarter of decode_pixels and decode_pixels
@@ -76,10 +87,14 @@ def _open(src: ImageSource, name: str, decode_pixels: int | None = None) -> Imag
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+        out = np.empty(arr.shape, np.uint8)
+        for r in range(0, len(arr), 256):  # a band at a time: a 49 MP 16-bit image in float64 took 1.5 GB
+            band = arr[r:r + 256].astype(np.float32)
+            out[r:r + 256] = np.clip(band * np.float32(255.0 / hi) + np.float32(0.5), 0, 255)
+        del arr
+        return Image.fromarray(out, "L").convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -89,12 +104,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(src: ImageSource, name: str | None = None, decode_pixels: int | None = None) -> np.ndarray:
+def read_image(src: ImageSource, name: str | None = None, decode_pixels: int | None = None,
+               full_decode_pixels: int | None = None) -> np.ndarray:
     """Any image source -> upright 8-bit RGB array (H, W, 3). ``decode_pixels``: a JPEG larger
-    than that is decoded reduced (by 2, 4 or 8 per side), to bound a server's memory."""
+    than that is decoded reduced (by 2, 4 or 8 per side); ``full_decode_pixels``: an image of
+    another format larger than that is refused before decoding. Both bound a server's memory."""
     if name is None:
         name = str(src) if isinstance(src, (str, os.PathLike)) else "image"
-    img = _open(src, name, decode_pixels)
+    img = _open(src, name, decode_pixels, full_decode_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like

@@ -20,7 +20,7 @@ from emorec.app.drawing import enlarge, png_data_uri
 from emorec.app.quiz import QuizItem, QuizState, find_quiz_items, folder_stamp
 from emorec.app.settings import AppSettings, parse_script_args
 from emorec.errors import EmorecError
-from emorec.imageio import read_image
+from emorec.imageio import DECODE_PIXELS, FULL_DECODE_PIXELS, read_image
 from emorec.detect import make_detector
 from emorec.inference.draw import annotate
 from emorec.config import SHIPPED_MODELS
@@ -203,7 +203,7 @@ def predict_page(model: Predictor, predictor: Predictor, settings: AppSettings) 
         st.error(f"{upload.name}: {len(data) / 2**20:.1f} MB is over the {settings.max_upload_mb} MB limit.")
         return
     try:
-        img = read_image(data, name=upload.name)
+        img = read_image(data, name=upload.name, decode_pixels=DECODE_PIXELS, full_decode_pixels=FULL_DECODE_PIXELS)
     except EmorecError as e:
         st.error(f"Cannot use this file: {e}")
         return
