@@ -451,3 +451,14 @@ def test_repository_streamlit_config_matches_the_launcher():
     conf = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert conf["server"]["address"] == "127.0.0.1" and conf["server"]["maxUploadSize"] == 10
     assert conf["browser"]["gatherUsageStats"] is False and conf["client"]["toolbarMode"] == "minimal"
+
+
+def test_a_huge_png_is_refused_before_decoding(app_env, tmp_path):
+    """A 97 KB 16-bit 7000x7000 PNG took the app's process to 1.5 GB."""
+    from test_edge_cases import _png16
+
+    big = tmp_path / "big16.png"
+    big.write_bytes(_png16(7000))
+    at = open_app()
+    upload(at, big)
+    assert "image too large to decode" in at.error[0].value and not at.exception

@@ -115,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
             out.close()
         except BrokenPipeError:  # `emorec predict ... | head`: the reader left, nothing to report
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        finally:
+        except BaseException:
             if writer is not None:
-                writer.close()
+                writer.discard()  # no half-written video left behind
+            raise
+        if writer is not None:
+            writer.close()
     return 1 if failed else 0

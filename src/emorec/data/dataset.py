@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from emorec.data.votes import VOTES_FILE, read_votes
 from emorec.errors import EmorecError
+from emorec.files import atomic_path
 from emorec.imageio import find_files, read_image
 from emorec.preprocess import face_to_array
 
@@ -154,10 +155,11 @@ def load_split(data_dir: Path, split: str, classes: list[str], img_size: int, gr
         print(f"warning: {split}: skipped {int((~ok).sum())} unreadable image(s)")
     images, lab = images[ok], np.asarray(labels, dtype=np.int64)[ok]
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")  # two runs on one split must not share it
-        np.savez(tmp, images=images, labels=lab, ok=ok)
-        os.replace(tmp, cache)
+        try:
+            with atomic_path(cache, "decode cache") as tmp:  # two runs on one split never share a file
+                np.savez(tmp, images=images, labels=lab, ok=ok)
+        except EmorecError as e:  # a cache that cannot be written costs the next run time, nothing else
+            print(f"warning: {e}")
     data = SplitData(torch.from_numpy(images), torch.from_numpy(lab),
                      [str(p) for p, good in zip(paths, ok) if good], list(classes), int((~ok).sum()))
     return _with_soft(data, data_dir, votes) if soft_labels else data

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from emorec.errors import EmorecError
+from emorec.files import atomic_path
 from emorec.imageio import IMAGE_EXTS, find_files, read_image
 from emorec.inference.draw import annotate
 from emorec.inference.face import TOP_K
@@ -149,6 +150,11 @@ def refuse_overwriting_inputs(items: list[tuple[Path, Path | None]], output: str
                                   f"{annotated_path(p, root, annotate_to)}; choose another folder")
 
 
+def _pil_format(dest: Path) -> str:
+    ext = dest.suffix.lower()
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(ext, ext.lstrip(".").upper())
+
+
 def _save_annotated(img, faces, path: Path, root: Path | None, target, names: set, top_k: int, report) -> None:
     from PIL import Image
 
@@ -161,9 +167,9 @@ def _save_annotated(img, faces, path: Path, root: Path | None, target, names: se
             n += 1
         names.add(dest)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(annotate(img, faces, top_k, numbered=True)).save(dest)
-    except OSError as e:
-        report(f"{path}: cannot save annotated image to {dest} ({e})")
+        with atomic_path(dest, "annotated image") as tmp:
+            Image.fromarray(annotate(img, faces, top_k, numbered=True)).save(tmp, format=_pil_format(dest))
+    except EmorecError as e:
+        report(f"{path}: {e}")
 
 

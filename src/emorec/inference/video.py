@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from emorec.errors import EmorecError
-from emorec.files import opencv_path
+from emorec.files import opencv_path, temp_path
 
 # FFmpeg logs damaged files itself ("moov atom not found"); the caller reports them in one line.
 # Read when FFmpeg is first used, so setting it here, before any capture, is enough.
@@ -83,7 +83,8 @@ class VideoWriter:
             except OSError as e:
                 raise EmorecError(f"cannot write video {self.path}: {e.strerror or e}") from None
             self.size = (max(MIN_WRITE_SIDE, w + w % 2), max(MIN_WRITE_SIDE, h + h % 2))
-            self._writer = cv2.VideoWriter(opencv_path(self.path, "video"), self.fourcc, fps if fps > 0 else 25.0,
+            self._tmp = temp_path(self.path)  # renamed into place by close(): no half-written video
+            self._writer = cv2.VideoWriter(opencv_path(self._tmp, "video"), self.fourcc, fps if fps > 0 else 25.0,
                                            self.size)
             if not self._writer.isOpened():
                 raise EmorecError(f"cannot write video {self.path}")
@@ -96,9 +97,22 @@ class VideoWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
+            self._writer = None
+            try:
+                os.replace(self._tmp, self.path)
+            except OSError as e:
+                self._tmp.unlink(missing_ok=True)
+                raise EmorecError(f"cannot write video {self.path} ({e.strerror or e})") from None
+
+    def discard(self) -> None:
+        """Stop without keeping the file (the run failed)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close() if exc_type is None else self.discard()
