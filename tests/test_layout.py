@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "emorec"
-CORE = {"config", "errors", "imageio", "preprocess", "detect", "modelfile", "provenance", "plots", "__init__"}
+CORE = {"config", "errors", "imageio", "preprocess", "detect", "files", "modelfile", "provenance", "plots", "__init__"}
 STAGES = ["core", "data", "models", "train", "export", "inference", "evaluation", "front"]
 
 

@@ -384,7 +384,7 @@ def test_a_checkpoint_cannot_run_code(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert "refused, as loading could run code" in err and len(err.splitlines()) == 1, err
-    (tmp_path / "m").mkdir()
+    (tmp_path / "m").mkdir(exist_ok=True)  # the failed run above held (and made) the folder
     (tmp_path / "m" / "last.pt").write_bytes(bad.read_bytes())
     assert main(["train", "--resume", "--set", f"MODELS_DIR={tmp_path / 'm'}"]) == 2
     assert "refused" in capsys.readouterr().err
