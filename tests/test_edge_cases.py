@@ -345,3 +345,30 @@ def test_a_16bit_png_decodes_without_a_float64_copy(tmp_path):
     shape, peak_mib = run.stdout.rsplit(" ", 1)
     assert shape == "(7000, 7000, 3) uint8 255", run.stderr
     assert int(peak_mib) < 700  # the RGB array alone is 147 MB
+
+
+def test_reports_exports_and_caches_that_cannot_be_written(tmp_path, tiny_onnx, yunet_path):
+    """evaluate --out and export --out gave OSError tracebacks and 0-byte files on a full disk;
+    a decode cache that cannot be written is only a warning (the run goes on)."""
+    from emorec.data import prepare
+
+    env = {"EMOREC_YUNET": str(yunet_path)}
+    src = tmp_path / "src"
+    for j, c in enumerate(DEFAULT_CLASSES):
+        for k in range(2):
+            save(src / c / f"{k}.png", face(10 * j + k))
+    prepare(Config(val_fraction=0, test_fraction=0.5), [src], tmp_path / "split")
+    common = ["--set", f"DATA_DIR={tmp_path / 'split'}", "--set", f"CACHE_DIR={tmp_path / 'cache'}"]
+    run = _limited(["evaluate", "--model", str(tiny_onnx), "--out", str(tmp_path / "rep"), *common], 2000, env)
+    [line] = [ln for ln in run.stderr.splitlines() if ln.startswith("emorec evaluate:")]
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "cannot write" in line and "File too large" in line
+    assert all(p.stat().st_size > 0 for p in (tmp_path / "rep").rglob("*")) and \
+        not [p for p in (tmp_path / "rep").iterdir() if p.name.startswith(".")]
+    assert "warning: cannot write decode cache" in run.stdout + run.stderr  # the cache (over 2 KB) was skipped
+    ckpt = tmp_path / "m.pt"
+    _checkpoint(ckpt, Config(img_size=48, data_dir=tmp_path / "split"))
+    out = tmp_path / "exp" / "m.onnx"
+    run = _limited(["export", "--checkpoint", str(ckpt), "--out", str(out), "--no-int8"], 1_000_000, env)
+    [line] = [ln for ln in run.stderr.splitlines() if ln.startswith("emorec export:")]
+    assert run.returncode == 2 and "Traceback" not in run.stderr and line.startswith(f"emorec export: error: cannot write model {out}")
+    assert not out.exists() and list(out.parent.iterdir()) == []
