@@ -344,7 +344,7 @@ def test_a_16bit_png_decodes_without_a_float64_copy(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     shape, peak_mib = run.stdout.rsplit(" ", 1)
     assert shape == "(7000, 7000, 3) uint8 255", run.stderr
-    assert int(peak_mib) < 700  # the RGB array alone is 147 MB
+    assert int(peak_mib) < 800  # 1.5 GB before; the RGB array alone is 147 MB (643 MB measured under CI's malloc settings)
 
 
 def test_reports_exports_and_caches_that_cannot_be_written(tmp_path, tiny_onnx, yunet_path):

@@ -87,13 +87,14 @@ def _open(src: ImageSource, name: str, decode_pixels: int | None = None,
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        out = np.empty(arr.shape, np.uint8)
-        for r in range(0, len(arr), 256):  # a band at a time: a 49 MP 16-bit image in float64 took 1.5 GB
-            band = arr[r:r + 256].astype(np.float32)
-            out[r:r + 256] = np.clip(band * np.float32(255.0 / hi) + np.float32(0.5), 0, 255)
-        del arr
+        # a band of rows at a time: the whole 49 MP 16-bit image in float64 took 1.5 GB
+        w, h = img.size
+        band = lambda r: np.asarray(img.crop((0, r, w, min(h, r + 256))), np.float32)
+        wide = img.mode.startswith("I;16") or max(float(band(r).max()) for r in range(0, h, 256)) > 255
+        scale = np.float32(255.0 / (65535.0 if wide else 255.0))
+        out = np.empty((h, w), np.uint8)
+        for r in range(0, h, 256):
+            out[r:r + 256] = np.clip(band(r) * scale + np.float32(0.5), 0, 255)
         return Image.fromarray(out, "L").convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -121,7 +122,7 @@ def read_image(src: ImageSource, name: str | None = None, decode_pixels: int | N
     img = _to_rgb(img)
     if min(img.size) < MIN_SIDE:
         raise EmorecError(f"{name}: image too small ({img.size[0]}x{img.size[1]}, need at least {MIN_SIDE} px per side)")
-    return np.asarray(img, dtype=np.uint8).copy()
+    return np.array(img, dtype=np.uint8)  # one copy, owned by the caller
 
 
 def find_files(root: str | os.PathLike, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
