@@ -265,6 +265,7 @@ def _limited(args: list[str], limit: int, env_extra: dict):
                           text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **env_extra})
 
 
+@pytest.mark.slow  # subprocesses under a file size limit / a 49 MP decode
 def test_a_failed_write_keeps_the_previous_file_and_is_one_line(tmp_path, tiny_onnx, yunet_path, images_dir):
     import hashlib
     import shutil
@@ -331,6 +332,7 @@ def test_large_png_is_refused_by_the_api_before_decoding_and_the_limit_is_publis
                                       f"{FULL_DECODE_PIXELS:,} for images other than JPEG, which are decoded reduced)")
 
 
+@pytest.mark.slow  # subprocesses under a file size limit / a 49 MP decode
 def test_a_16bit_png_decodes_without_a_float64_copy(tmp_path):
     """A 49 MP 16-bit PNG took the process to 1.5 GB (float64 conversion); now about its RGB size."""
     import subprocess
@@ -347,6 +349,7 @@ def test_a_16bit_png_decodes_without_a_float64_copy(tmp_path):
     assert int(peak_mib) < 800  # 1.5 GB before; the RGB array alone is 147 MB (643 MB measured under CI's malloc settings)
 
 
+@pytest.mark.slow  # subprocesses under a file size limit / a 49 MP decode
 def test_reports_exports_and_caches_that_cannot_be_written(tmp_path, tiny_onnx, yunet_path):
     """evaluate --out and export --out gave OSError tracebacks and 0-byte files on a full disk;
     a decode cache that cannot be written is only a warning (the run goes on)."""
