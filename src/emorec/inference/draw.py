@@ -84,7 +84,8 @@ def annotate(img: np.ndarray, faces: list[Face], top_k: int = 1, numbered: bool 
         x, y, bw, bh = face.box
         cv2.rectangle(out, (x, y), (x + bw, y + bh), label_color(face.label), thick)
     for face, (text, (x0, y0, x1, y1), th) in zip(faces, label_layout(out.shape, faces, top_k, numbered)):
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), label_color(face.label), cv2.FILLED)
-        cv2.putText(out, text, (x0 + 2, y0 + 2 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), text_thick,
-                    cv2.LINE_AA)
+        fill = label_color(face.label)
+        ink = (0, 0, 0) if 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] > 110 else (255, 255, 255)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), fill, cv2.FILLED)
+        cv2.putText(out, text, (x0 + 2, y0 + 2 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, text_thick, cv2.LINE_AA)
     return out
