@@ -377,3 +377,11 @@ def test_reports_exports_and_caches_that_cannot_be_written(tmp_path, tiny_onnx, 
     [line] = [ln for ln in run.stderr.splitlines() if ln.startswith("emorec export:")]
     assert run.returncode == 2 and "Traceback" not in run.stderr and line.startswith(f"emorec export: error: cannot write model {out}")
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_export_never_writes_over_its_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    _checkpoint(ckpt, Config(img_size=48))
+    before = ckpt.read_bytes()
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(ckpt), "--no-int8"]) == 2
+    assert "write over its own checkpoint" in capsys.readouterr().err and ckpt.read_bytes() == before

@@ -217,6 +217,9 @@ def export(checkpoint: Path | list[Path], out: Path | None = None, int8: bool = 
         model = FlipAverage(model).eval()
     checkpoint = paths[0]
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
+    written = [out, out.with_name(out.stem + ".int8.onnx"), out.with_suffix(".json")]
+    if any(w.resolve() == p.resolve() for w in written for p in paths):  # --out a.pt would replace it
+        raise EmorecError(f"--out {out}: export would write over its own checkpoint; name an .onnx file")
     data_dir = Path(data_dir or cfg.data_dir)
     metrics = {}
     if metrics_json and Path(metrics_json).is_file():

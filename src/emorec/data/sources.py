@@ -19,6 +19,7 @@ fractions and its sampling weight. One spec serves every dataset of that layout:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import re
@@ -94,6 +95,8 @@ class SourceSpec:
             raise EmorecError(f"SOURCES {spec.path}: crop must be one of {', '.join(CROPS)}, got {spec.crop!r}")
         if spec.codes is not None and not isinstance(spec.codes, dict):
             raise EmorecError(f"SOURCES {spec.path}: codes must map raw labels to classes, got {spec.codes!r}")
+        if spec.codes:  # normalised once: label() is called for every image
+            spec = dataclasses.replace(spec, codes={str(k).strip().lower(): str(v) for k, v in spec.codes.items()})
         if spec.pattern is not None:
             try:
                 groups = re.compile(spec.pattern).groupindex
@@ -112,9 +115,8 @@ class SourceSpec:
 
     def label(self, raw: str) -> str | None:
         """Raw label (a code, a folder name) -> canonical class, None when unknown."""
-        if self.codes:
-            codes = {str(k).strip().lower(): str(v) for k, v in self.codes.items()}
-            raw = codes.get(str(raw).strip().lower(), raw)
+        if self.codes:  # keys normalised by parse()
+            raw = self.codes.get(str(raw).strip().lower(), raw)
         return canonical_label(raw)
 
 

@@ -66,7 +66,8 @@ class Answers:
     predicted: list[str | None]
 
 
-def answer(cfg: Config, model: Path, s: SuiteSet, out_dir: Path) -> Answers:
+def answer(cfg: Config, model: Path, scorer, s: SuiteSet, out_dir: Path) -> Answers:
+    """``model``'s answers on set ``s``; ``scorer`` is the model loaded once (evaluate.load_model)."""
     if s.photos:
         from emorec.evaluation.evaluate import evaluate_photos
 
@@ -76,9 +77,7 @@ def answer(cfg: Config, model: Path, s: SuiteSet, out_dir: Path) -> Answers:
                        [p if p in classes else None for _, _, p in r["predictions"]])
     from emorec.data.dataset import load_split
     from emorec.data.report import read_manifest
-    from emorec.evaluation.evaluate import load_model
 
-    scorer = load_model(model)
     data_dir = Path(s.data_dir)
     data = load_split(data_dir, s.split, scorer.classes, scorer.img_size, scorer.grayscale, cfg.cache_dir,
                       progress=False, source_size=scorer.source_size)
@@ -135,16 +134,17 @@ def run_suite(cfg: Config, suite: list[SuiteSet], model: Path, baseline: Path | 
     score and the paired tests."""
     from emorec.evaluation.evaluate import load_model
 
-    classes = load_model(model).classes
-    base_classes = load_model(baseline).classes if baseline is not None else None
+    scorer = load_model(model)
+    base_scorer = load_model(baseline) if baseline is not None else None
+    classes = scorer.classes
     rows, pooled_a, pooled_b = [], [], []
     for s in suite:
-        ans = answer(cfg, model, s, out_dir / "sets" / s.name / "model")
+        ans = answer(cfg, model, scorer, s, out_dir / "sets" / s.name / "model")
         row = {"set": s.name, "domain": s.domain, **score(ans, classes)}
         if baseline is not None:
-            base = answer(cfg, baseline, s, out_dir / "sets" / s.name / "baseline")
+            base = answer(cfg, baseline, base_scorer, s, out_dir / "sets" / s.name / "baseline")
             ra, rb = _paired(ans, base)
-            b = score(base, base_classes)
+            b = score(base, base_scorer.classes)
             row["baseline"] = {"accuracy": b["accuracy"], "macro_f1": b["macro_f1"], "n_paired": int(len(rb)),
                                **mcnemar(ra, rb)}
             pooled_a.append(ra)
