@@ -229,11 +229,13 @@ def test_video_rows_every_nth_frame(capsys, tiny_onnx, clip, tmp_path):
     assert len(frames) == 12 and frames[0].shape == (196, 200, 3)
 
 
-def test_video_human_output(capsys, tiny_onnx, clip):
+def test_video_human_output_is_a_table_per_person(capsys, tiny_onnx, clip):
+    """Frames 0 and 6 analysed, the face in frame 0 only: one person, seen for 6 frames' time."""
     rc, out, _ = predict(capsys, clip, "--model", tiny_onnx, "--every", "6")
-    assert rc == 0
-    assert [r[0] for r in parse_text(out)] == [f"{clip} frame 0", f"{clip} frame 6"]
-    assert parse_text(out)[1][1] == "no face found"
+    lines = out.splitlines()
+    assert rc == 0 and lines[0] == f"{clip}: 1.2 s, 12 frames, 1 person", out
+    assert lines[1].split()[:4] == ["person", "on", "screen", "seen"]
+    assert lines[2].split()[:4] == ["#1", "0.6", "s", "0.0-0.0"] and len(lines) == 3
 
 
 def test_exit_status_and_input_order(capsys, tiny_onnx, images_dir, tmp_path):

@@ -79,7 +79,7 @@ _RANGES = {
     "det_score_threshold": (0.0, 1.0), "face_margin": (0.0, 1.0), "min_face_size": (1, 100000),
     "det_max_side": (32, 8192), "det_min_side": (0, 8192), "ort_threads": (0, 1024),
     "source_size": (0, 1024), "class_weight_power": (0.0, 4.0), "int8_calib_images": (16, 100000),
-    "seed": (0, 2 ** 32 - 1),
+    "seed": (0, 2 ** 32 - 1), "smooth_s": (0.0, 3600.0), "track_max_missing_s": (0.0, 3600.0),
 }
 
 
@@ -212,6 +212,10 @@ class InferConfig:
     det_max_side: int = 320  # photos are shrunk to this longest side for face detection (speed)
     det_min_side: int = 224  # smaller images (face crops) are enlarged to it: YuNet misses tiny-input faces (0: off)
     ort_threads: int = 1
+    # Video: each person's emotions are averaged over about this many seconds (an exponential
+    # time constant; 0: every frame as it is), and a face unseen this long gets a new track id.
+    smooth_s: float = 0.5
+    track_max_missing_s: float = 1.0
 
 
 SECTIONS = {"paths": PathsConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,11 +18,19 @@ from pathlib import Path
 from emorec.cli import add_config_arguments
 from emorec.inference.face import TOP_K
 
-EPILOG = """output: one line (text) or row (CSV) per face, or one JSON document; a face's box is x, y, w, h
-in original-image pixels (top-left corner, width, height). JSON: {"model", "classes", "detector",
-"results": [image, ...]}, each image as the API's POST /predict answers it: {"path", "width", "height",
-"faces": [{"box", "label", "confidence", "probs", "det_score", "top"}], "error"} (an image that
-failed: "faces": [] and the error).
+EPILOG = """output: one line (text) or row (CSV) per face, one JSON document, or JSON lines (one image
+or video frame a line); a face's box is x, y, w, h in original-image pixels (top-left corner, width,
+height). JSON: {"model", "classes", "detector", "results": [image, ...], "videos": [summary, ...]},
+each image as the API's POST /predict answers it: {"path", "width", "height", "faces": [{"box",
+"label", "confidence", "probs", "det_score", "top"}], "error"} (an image that failed: "faces": []
+and the error).
+videos: each person gets a track id that stays with them across frames; their emotions are
+smoothed over --smooth seconds. A video frame's record adds "frame" and "time_s", its faces
+"track" and "smoothed" (label, confidence and top are the smoothed ones, probs the frame's own);
+CSV adds track and s_<class> columns. The text output is a table per video: each person's time
+on screen, share of time per emotion, dominant emotion and strongest moments; --summary writes
+the same as JSON ({"path", "frames", "fps", "duration_s", "every", "smooth_s", "people": [{"track",
+"first_s", "last_s", "seen_s", "dominant", "share", "moments"}]}).
 models: an .onnx file, or a shipped model by name: 5class (the default) or 7class (with neutral
 and disgust).
 exit status: 0 every input processed; 1 one or more inputs could not be (missing, unreadable:
@@ -40,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON output")
     fmt.add_argument("--csv", action="store_true", help="CSV output, one row per face (or per face-less image/frame)")
+    fmt.add_argument("--jsonl", action="store_true", help="JSON lines: one image or video frame per line, as it comes")
     p.add_argument("--output", "-o", metavar="FILE", help="write the results to FILE instead of stdout")
     p.add_argument("--annotate", metavar="OUT",
                    help="save images with boxes and labels: a file for one image, else a folder")
@@ -47,7 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"show the K most likely emotions per face (default {TOP_K}, as the API)")
     p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads (default: config ORT_THREADS)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: analyse every Nth frame")
-    p.add_argument("--video-out", metavar="FILE", help="videos: write an annotated copy (.mp4 .avi .mkv .mov)")
+    p.add_argument("--video-out", metavar="FILE",
+                   help="videos: write an annotated copy (.mp4 .avi .mkv .mov): track ids and smoothed labels")
+    p.add_argument("--smooth", type=float, metavar="S",
+                   help="videos: smooth each person's emotions over about S seconds (0: raw; default config SMOOTH_S)")
+    p.add_argument("--summary", metavar="FILE", help="videos: write each video's per-person summary (JSON)")
+    p.add_argument("--timeline", metavar="PNG",
+                   help="videos: draw each person's smoothed emotions over time (one video; needs matplotlib)")
     add_config_arguments(p)
 
 
@@ -59,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
     from emorec.files import atomic_path
     from emorec.inference.batch import annotate_target, collect, predict_inputs, refuse_overwriting_inputs
     from emorec.inference.predictor import Predictor
+    from emorec.files import write_text
+    from emorec.inference.people import summary_table
+    from emorec.inference.timeline import timeline_png
     from emorec.inference.video import VideoWriter, is_video
-    from emorec.inference.writers import WRITERS, printable
+    from emorec.inference.writers import WRITERS, printable, printable_lines
 
     cfg = config_from_args(args)
     if args.top_k < 1:
@@ -69,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise EmorecError(f"--every must be at least 1, got {args.every}")
     if args.threads is not None and args.threads < 0:
         raise EmorecError(f"--threads must be 0 (all cores) or more, got {args.threads}")
+    smooth_s = cfg.smooth_s if args.smooth is None else args.smooth
+    if not 0 <= smooth_s < float("inf"):
+        raise EmorecError(f"--smooth must be 0 (raw) or more seconds, got {args.smooth}")
 
     failed = 0
 
@@ -80,9 +102,14 @@ def run(args: argparse.Namespace) -> int:
     items, from_folder, problems = collect(args.paths)
     videos = [p for p, _ in items if is_video(p)]
     writer = None
+    for flag, value in (("--video-out", args.video_out), ("--timeline", args.timeline)):
+        if value and len(videos) != 1:
+            raise EmorecError(f"{flag} needs exactly one video among the inputs, got {len(videos)}")
+    if args.timeline and Path(args.timeline).suffix.lower() != ".png":
+        raise EmorecError(f"--timeline {args.timeline}: name a .png file")
+    if args.summary and not videos:
+        raise EmorecError("--summary describes videos; there is none among the inputs")
     if args.video_out:
-        if len(videos) != 1:
-            raise EmorecError(f"--video-out needs exactly one video among the inputs, got {len(videos)}")
         writer = VideoWriter(args.video_out)
     n_images = len(items) - len(videos)
     if args.annotate and videos:
@@ -91,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write("emorec predict: note: --annotate applies to the images; for videos use --video-out",
                    file=sys.stderr)
     annotate_to = annotate_target(args.annotate, n_images, from_folder) if args.annotate else None
-    refuse_overwriting_inputs(items, args.output, args.video_out, annotate_to)
+    refuse_overwriting_inputs(items, args.output, args.video_out, annotate_to, args.summary, args.timeline)
 
     detector = "none" if args.no_detect else args.detector
     predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads)
@@ -102,7 +129,18 @@ def run(args: argparse.Namespace) -> int:
         stream = sys.stdout if args.output is None else stack.enter_context(
             open(stack.enter_context(atomic_path(args.output, "--output")), "w", encoding="utf-8", newline="",
                  errors="backslashreplace"))
-        out = WRITERS["json" if args.json else "csv" if args.csv else "text"](stream, predictor, args.top_k)
+        fmt = "json" if args.json else "csv" if args.csv else "jsonl" if args.jsonl else "text"
+        out = WRITERS[fmt](stream, predictor, args.top_k)
+        summaries: list[dict] = []
+
+        def on_video(summary, people) -> None:
+            summaries.append(summary)
+            if fmt != "text" and sys.stderr.isatty():  # the table for the person at the terminal
+                tqdm.write(printable_lines(summary_table(summary)), file=sys.stderr)
+            if args.timeline:
+                timeline_png(people.series(), predictor.classes, args.timeline, duration_s=summary["duration_s"],
+                             title=f"{summary['path']}: smoothed over {smooth_s:g} s")
+
         for path, msg in problems:
             report(msg)
             out.error(path, msg)
@@ -111,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
             with tqdm(total=len(items), unit="file", disable=True if len(items) < 2 else None,
                       file=sys.stderr) as bar:
                 predict_inputs(items, predictor, out, report, top_k=args.top_k, every=args.every,
-                               annotate_to=annotate_to, video_writer=writer, progress=bar.update)
+                               annotate_to=annotate_to, video_writer=writer, progress=bar.update,
+                               smooth_s=smooth_s, max_missing_s=cfg.track_max_missing_s, on_video=on_video)
             out.close()
+            if args.summary:
+                write_text(args.summary, json.dumps(summaries, indent=2) + "\n", "--summary")
         except BrokenPipeError:  # `emorec predict ... | head`: the reader left, nothing to report
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except BaseException:

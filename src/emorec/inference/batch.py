@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 from emorec.errors import EmorecError
-from emorec.files import atomic_path
+from emorec.files import atomic_path, display_name
 from emorec.imageio import IMAGE_EXTS, find_files, read_image
 from emorec.inference.draw import annotate
 from emorec.inference.face import TOP_K
-from emorec.inference.video import VIDEO_EXTS, is_video, read_frames
+from emorec.inference.people import People, track_frames, video_summary
+from emorec.inference.video import VIDEO_EXTS, VideoReader, is_video
 
 SAVE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CHUNK = 16  # images decoded and classified together
@@ -45,10 +46,13 @@ def collect(paths: list[str]) -> tuple[list[tuple[Path, Path | None]], bool, lis
 
 def predict_inputs(items: list[tuple[Path, Path | None]], predictor, writer, report: Callable[[str], None], *,
                    top_k: int = TOP_K, every: int = 1, annotate_to: tuple[Path, bool] | None = None,
-                   video_writer=None, progress: Callable[[int], None] | None = None) -> None:
-    """Images (``CHUNK`` at a time, input order kept), then videos (every ``every``-th frame) ->
-    ``writer``; ``report(msg)`` hears of each input that failed; ``annotate_to``
-    (``annotate_target``) saves annotated images; ``video_writer`` gets every frame, labelled."""
+                   video_writer=None, progress: Callable[[int], None] | None = None, smooth_s: float = 0.5,
+                   max_missing_s: float = 1.0, on_video: Callable[[dict, People], None] | None = None) -> None:
+    """Images (``CHUNK`` at a time, input order kept), then videos (every ``every``-th frame,
+    faces tracked and their emotions smoothed over ``smooth_s`` seconds) -> ``writer``;
+    ``report(msg)`` hears of each input that failed; ``annotate_to`` (``annotate_target``) saves
+    annotated images; ``video_writer`` gets every frame, labelled; ``on_video(summary, people)``
+    hears of each video read to the end."""
     names: set[Path] = set()
     images = [(p, root) for p, root in items if not is_video(p)]
     for i in range(0, len(images), CHUNK):
@@ -56,7 +60,8 @@ def predict_inputs(items: list[tuple[Path, Path | None]], predictor, writer, rep
         if progress:
             progress(len(images[i:i + CHUNK]))
     for path in (p for p, _ in items if is_video(p)):
-        _video(path, predictor, writer, report, every, video_writer, top_k)
+        _video(path, predictor, writer, report, every, video_writer, top_k,
+               People(predictor.classes, smooth_s=smooth_s, max_missing_s=max_missing_s), on_video)
         if progress:
             progress(1)
 
@@ -99,12 +104,11 @@ def predict_each(predictor, images: list) -> list:
         return out
 
 
-def _video(path, predictor, out, report, every, video_writer, top_k) -> None:
-    faces = []
+def _video(path, predictor, out, report, every, video_writer, top_k, people: People, on_video) -> None:
     try:
-        for frame in read_frames(path, every, decode_all=video_writer is not None):
+        video = VideoReader(path, every, decode_all=video_writer is not None)
+        for frame, faces in track_frames(video, predictor, people):
             if frame.keep:
-                faces = predictor.predict([frame.rgb])[0]
                 out.faces(path, faces, size=(frame.rgb.shape[1], frame.rgb.shape[0]), frame=frame.index,
                           time_s=frame.time_s)
             if video_writer is not None:  # every frame, labelled with the latest analysed one
@@ -112,6 +116,11 @@ def _video(path, predictor, out, report, every, video_writer, top_k) -> None:
     except EmorecError as e:
         report(str(e))
         out.error(path, str(e))
+        return
+    summary = video_summary(display_name(path), video, people)
+    out.video(summary)
+    if on_video is not None:
+        on_video(summary, people)
 
 
 def annotate_target(out: str, n_images: int, from_folder: bool) -> tuple[Path, bool]:
@@ -137,10 +146,12 @@ def annotated_path(path: Path, root: Path | None, target: tuple[Path, bool]) -> 
 
 
 def refuse_overwriting_inputs(items: list[tuple[Path, Path | None]], output: str | None, video_out: str | None,
-                              annotate_to: tuple[Path, bool] | None) -> None:
+                              annotate_to: tuple[Path, bool] | None, summary: str | None = None,
+                              timeline: str | None = None) -> None:
     """An output that would write over an input is a usage error, said before any work."""
     inputs = {p.resolve() for p, _ in items}
-    for flag, out in (("--output", output), ("--video-out", video_out)):
+    for flag, out in (("--output", output), ("--video-out", video_out), ("--summary", summary),
+                      ("--timeline", timeline)):
         if out and Path(out).resolve() in inputs:
             raise EmorecError(f"{flag} {out} is one of the inputs; refusing to write over it")
     if annotate_to is not None:

@@ -8,13 +8,15 @@ import numpy as np
 
 from emorec.inference.face import Face
 
-# Colour-blind-safe palette (Okabe-Ito), RGB; a label always gets the same colour.
-PALETTE = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-           (213, 94, 0), (204, 121, 167), (255, 255, 255)]
+# Colour-blind-safe palette (Okabe-Ito), RGB: one colour per FER class, none shared, and the
+# same in annotated images, videos and timelines; other class names take one by their name's hash.
+CLASS_COLORS = {"angry": (213, 94, 0), "disgust": (0, 158, 115), "fear": (204, 121, 167), "happy": (230, 159, 0),
+                "neutral": (150, 150, 150), "sad": (0, 114, 178), "surprise": (86, 180, 233)}
+PALETTE = [*CLASS_COLORS.values(), (240, 228, 66)]
 
 
 def label_color(label: str) -> tuple[int, int, int]:
-    return PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
+    return CLASS_COLORS.get(label) or PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
 
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1
@@ -62,7 +64,7 @@ def label_layout(shape: tuple[int, ...], faces: list[Face], top_k: int = 1,
     texts, sizes = [], []
     for i, face in enumerate(faces, 1):
         text = ", ".join(f"{c} {p:.0%}" for c, p in face.top_k(max(1, top_k)))
-        text = f"#{i} {text}" if numbered else text
+        text = f"#{getattr(face, 'track', i)} {text}" if numbered else text  # a video's faces: the person's id
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, text_thick)
         texts.append((text, th))
         sizes.append((tw + 4, th + base + 4))
@@ -74,7 +76,8 @@ def annotate(img: np.ndarray, faces: list[Face], top_k: int = 1, numbered: bool 
     """RGB image + faces -> new RGB image with a box and ``label 87%`` per face; labels are placed
     so that none covers another label or a face (:func:`place_labels`).
 
-    ``numbered`` prefixes ``#1``, ``#2`` ... matching the CLI's face numbers.
+    ``numbered`` prefixes ``#1``, ``#2`` ... matching the CLI's face numbers (in a video, each
+    person's track id; their label is the smoothed one).
     """
     out = np.ascontiguousarray(img.copy())
     h, w = out.shape[:2]

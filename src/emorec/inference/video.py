@@ -28,35 +28,51 @@ def is_video(path: str | os.PathLike) -> bool:
 @dataclass
 class Frame:
     index: int  # 0-based frame number in the file
-    time_s: float  # presentation time (index / fps)
+    time_s: float  # presentation time (index / fps; ASSUMED_FPS when the file does not say)
     fps: float  # 0 when the container does not say
     rgb: np.ndarray
     keep: bool  # True for every ``every``-th frame: the ones to analyse
 
 
+ASSUMED_FPS = 25.0  # frame times when the container does not say its frame rate
+
+
+class VideoReader:
+    """Frames of a video; only every ``every``-th is decoded unless ``decode_all`` (an annotated
+    output video needs all of them). ``fps`` is known once opened, ``frames`` (frames in the
+    file) once read to the end."""
+
+    def __init__(self, path: str | os.PathLike, every: int = 1, decode_all: bool = False):
+        if every < 1:
+            raise EmorecError(f"--every must be at least 1, got {every}")
+        self.path, self.every, self.decode_all = path, every, decode_all
+        self._cap = cv2.VideoCapture(opencv_path(path, "video"))
+        if not self._cap.isOpened():
+            raise EmorecError(f"{path}: cannot open as a video")
+        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.frames = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        cap, index, rate = self._cap, 0, self.fps if self.fps > 0 else ASSUMED_FPS
+        try:
+            while cap.grab():  # grab() skips decoding: cheap for frames we do not analyse
+                keep = index % self.every == 0
+                if keep or self.decode_all:
+                    ok, bgr = cap.retrieve()
+                    if not ok:
+                        raise EmorecError(f"{self.path}: cannot decode frame {index}")
+                    yield Frame(index, index / rate, self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), keep)
+                index += 1
+                self.frames = index
+        finally:
+            cap.release()
+        if index == 0:
+            raise EmorecError(f"{self.path}: no frames could be read (unsupported codec or not a video)")
+
+
 def read_frames(path: str | os.PathLike, every: int = 1, decode_all: bool = False) -> Iterator[Frame]:
-    """Frames of a video; only every ``every``-th is decoded unless ``decode_all``
-    (an annotated output video needs all of them)."""
-    if every < 1:
-        raise EmorecError(f"--every must be at least 1, got {every}")
-    cap = cv2.VideoCapture(opencv_path(path, "video"))
-    if not cap.isOpened():
-        raise EmorecError(f"{path}: cannot open as a video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    index = 0
-    try:
-        while cap.grab():  # grab() skips decoding: cheap for frames we do not analyse
-            keep = index % every == 0
-            if keep or decode_all:
-                ok, bgr = cap.retrieve()
-                if not ok:
-                    raise EmorecError(f"{path}: cannot decode frame {index}")
-                yield Frame(index, index / fps if fps > 0 else 0.0, fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), keep)
-            index += 1
-    finally:
-        cap.release()
-    if index == 0:
-        raise EmorecError(f"{path}: no frames could be read (unsupported codec or not a video)")
+    """``VideoReader``'s frames, opened on the first ``next``."""
+    yield from VideoReader(path, every, decode_all)
 
 
 MIN_WRITE_SIDE = 16  # OpenCV's MJPG writer corrupts memory on frames a few pixels wide: smaller ones are padded
