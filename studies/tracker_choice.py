@@ -9,6 +9,7 @@ changes from the id it had when last detected (MOT's IDSW); unlabelled: detectio
     pip install trackers==2.6.1          # needs supervision, rich, and opencv-python
     python studies/tracker_choice.py     # prints studies/tracker_choice.md's table
 """
+import argparse
 import sys
 import tempfile
 import time
@@ -83,6 +84,7 @@ def score(truths, dets, ids_per_frame):
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     det = make_detector("yunet")
     photo = read_image(ROOT / "examples" / "multi_face.jpg")
     faces = clips.photo_faces(photo, [b for b, _ in det.detect(photo)])

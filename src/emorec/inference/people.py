@@ -85,7 +85,8 @@ class People:
                 p = self.people[track] = Person(track, time_s, time_s, raw, label_s=np.zeros(k),
                                                 peak=np.zeros(k), peak_s=np.zeros(k))
             else:
-                p.smoothed = p.smoothed + smoothing_weight(time_s - p.last_s, self.smooth_s) * (raw - p.smoothed)
+                w = smoothing_weight(time_s - p.last_s, self.smooth_s)
+                p.smoothed = raw if w >= 1 else p.smoothed + w * (raw - p.smoothed)
                 p.last_s = time_s
             best = int(p.smoothed.argmax())
             p.seen_s += step_s

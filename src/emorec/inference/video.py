@@ -46,7 +46,12 @@ class VideoReader:
         if every < 1:
             raise EmorecError(f"--every must be at least 1, got {every}")
         self.path, self.every, self.decode_all = path, every, decode_all
-        self._cap = cv2.VideoCapture(opencv_path(path, "video"))
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # "could not find decoder": said below
+        try:
+            self._cap = cv2.VideoCapture(opencv_path(path, "video"))
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not self._cap.isOpened():
             raise EmorecError(f"{path}: cannot open as a video")
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
