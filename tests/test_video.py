@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -237,3 +238,56 @@ def test_bad_videos_cost_one_line_each(crossing, tmp_path, yunet_path):
     doc = json.loads(out)
     assert [v["path"] for v in doc["videos"]] == [str(crossing[0])]  # the good clip is still summarised
     assert {r["path"] for r in doc["results"] if r["error"]} == set(paths)
+
+
+# --- POST /predict/video ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def api(predictor):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("python_multipart")
+    with warnings.catch_warnings():  # starlette nags about httpx2 at import time
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from emorec.api import create_app
+
+    def client(**limits):
+        return TestClient(create_app(predictor, **limits), raise_server_exceptions=False)
+    return client
+
+
+def post_video(client, path, name=None, **params):
+    with client:
+        return client.post("/predict/video", params=params,
+                           files={"file": (name or path.name, path.read_bytes(), "video/x-msvideo")})
+
+
+def test_api_video_returns_people_and_tracked_frames(api, crossing):
+    path, truths = crossing
+    r = post_video(api(), path, every=5, top_k=2)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    summary = body["summary"]
+    assert summary["path"] == "crossing.avi" and summary["frames"] == 75 and summary["fps"] == FPS
+    assert [p["track"] for p in summary["people"]] == [1, 2]
+    assert [f["frame"] for f in body["frames"]] == list(range(0, 75, 5))
+    faces = [f for fr in body["frames"] for f in fr["faces"]]
+    assert {f["track"] for f in faces} == {1, 2} and all(len(f["top"]) == 2 and "smoothed" in f for f in faces)
+    raw = post_video(api(), path, every=5, smooth_s=0).json()
+    assert all(f["smoothed"] == f["probs"] for fr in raw["frames"] for f in fr["faces"])
+
+
+def test_api_video_errors_are_one_json_line(api, crossing, tmp_path):
+    path, _ = crossing
+    bad = bad_videos(tmp_path, crossing)
+    for name in bad:
+        r = post_video(api(), tmp_path / name)
+        assert r.status_code == 422 and r.json()["detail"].startswith(f"{name}: ") and "\n" not in r.text, r.text
+        assert "emorec-video-" not in r.text  # the temporary file's name is not the client's business
+    cases = [({"max_video_seconds": 1}, "clip too long"), ({"max_video_bytes": 10_000}, "too large (limit 10,000 bytes"),
+             ({"max_video_pixels": 320 * 240}, "frames too large")]
+    for limits, why in cases:
+        r = post_video(api(**limits), path)
+        assert r.status_code == 413 and why in r.json()["detail"], r.text
+    r = post_video(api(), path, every=0)
+    assert r.status_code == 422 and "every" in r.json()["detail"]

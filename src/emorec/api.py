@@ -1,6 +1,7 @@
 """REST API over the ONNX predictor: ``create_app()`` builds the FastAPI app.
 
-Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /health``, ``GET /model``, and
+Endpoints: ``POST /predict``, ``POST /predict/batch``, ``POST /predict/video`` (a short clip:
+each person's track, smoothed emotions and summary), ``GET /health``, ``GET /model``, and
 ``GET /`` (where the docs are). Every error a client can cause is JSON ``{"detail": ...}``
 naming the limit it hit: 413 for uploads or images over the limits, 422 for anything that is
 not a usable image, 408 for a body that stops arriving, 503 + ``Retry-After`` when the server
@@ -20,6 +21,7 @@ import dataclasses
 import io
 import json
 import logging
+import tempfile
 import threading
 import warnings
 from contextlib import asynccontextmanager, contextmanager
@@ -42,6 +44,9 @@ log = logging.getLogger("emorec.api")
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # per file; phone photos are 2-8 MB
 MAX_BATCH_FILES = 16
+MAX_VIDEO_BYTES = 50 * 1024 * 1024  # a minute of phone video at 720p is ~40 MB
+MAX_VIDEO_SECONDS = 60.0  # about 20 s of one core at every=1, 25 fps
+MAX_VIDEO_PIXELS = 1920 * 1080  # per frame
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and form fields
 MAX_CONCURRENT = 2  # requests decoding and inferring at once (about the cores of a small server)
 QUEUE_TIMEOUT = 10.0  # s a request waits for a slot before 503
@@ -179,6 +184,54 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any]
 
 
+class TrackedFaceOut(FaceOut):
+    track: int = Field(description="the person's id, the same in every frame they are in")
+    smoothed: dict[str, float] = Field(description="probabilities averaged over smooth_s seconds; label, "
+                                                   "confidence and top come from these, probs is the frame's own")
+
+
+class FrameOut(BaseModel):
+    path: str
+    frame: int = Field(description="0-based frame number in the clip")
+    time_s: float
+    width: int | None
+    height: int | None
+    faces: list[TrackedFaceOut]
+    error: str | None
+
+
+class MomentOut(BaseModel):
+    time_s: float
+    emotion: str
+    prob: float = Field(description="the smoothed probability at that moment")
+
+
+class PersonOut(BaseModel):
+    track: int
+    first_s: float
+    last_s: float
+    seen_s: float = Field(description="time on screen in seconds")
+    dominant: str = Field(description="the emotion shown longest")
+    share: dict[str, float] = Field(description="share of time on screen per (smoothed) emotion")
+    moments: list[MomentOut] = Field(description="strongest moments, strongest first")
+
+
+class VideoSummaryOut(BaseModel):
+    path: str
+    frames: int
+    fps: float
+    duration_s: float
+    every: int
+    smooth_s: float
+    people: list[PersonOut]
+
+
+class VideoOut(BaseModel):
+    model: str
+    summary: VideoSummaryOut
+    frames: list[FrameOut] = Field(description="one per analysed frame (every `every`-th), with its tracked faces")
+
+
 class ErrorOut(BaseModel):
     detail: str
 
@@ -191,7 +244,7 @@ ERRORS = {408: {"model": ErrorOut, "description": "request body stopped arriving
 
 # --- helpers ------------------------------------------------------------------
 def _read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
-    name = upload.filename or "upload"
+    name = upload_name(upload)
     data = upload.file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise TooLarge(f"{name}: file too large (over {max_bytes:,} bytes)")
@@ -260,7 +313,9 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
                max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = imageio.MAX_PIXELS,
                max_batch_files: int = MAX_BATCH_FILES, max_concurrent: int = MAX_CONCURRENT,
                queue_timeout: float = QUEUE_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
-               decode_pixels: int = DECODE_PIXELS, full_decode_pixels: int = FULL_DECODE_PIXELS) -> FastAPI:
+               decode_pixels: int = DECODE_PIXELS, full_decode_pixels: int = FULL_DECODE_PIXELS,
+               max_video_bytes: int = MAX_VIDEO_BYTES, max_video_seconds: float = MAX_VIDEO_SECONDS,
+               max_video_pixels: int = MAX_VIDEO_PIXELS) -> FastAPI:
     """Build the app. Give a loaded ``predictor``, or let the app load ``model_path`` once at
     startup (``None``: the default model). ``config`` (a ``Config``) supplies the detector,
     YuNet path, score threshold and ONNX Runtime threads unless given here. ``max_pixels``
@@ -296,10 +351,12 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
                                      "commit it was trained from.")
     app.state.predictor = predictor
     batch_limit = max_batch_files * max_upload_bytes + MULTIPART_OVERHEAD
+    video_limits = f"limit {max_video_bytes:,} bytes, {max_video_seconds:g} s, {max_video_pixels:,} pixels a frame"
     # The body cut-off allows for multipart framing; messages name the limits GET / publishes.
     app.add_middleware(_Guard, body_timeout=body_timeout,
                        limits={"/predict": f"limit {max_upload_bytes:,} bytes per file",
-                               "/predict/batch": f"limit {max_batch_files} files of {max_upload_bytes:,} bytes"})
+                               "/predict/batch": f"limit {max_batch_files} files of {max_upload_bytes:,} bytes",
+                               "/predict/video": video_limits})
     slots = threading.BoundedSemaphore(max_concurrent)
 
     @contextmanager
@@ -342,9 +399,11 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
     def index():
         return {"name": "emorec", "version": __version__, "openapi": "/openapi.json",
                 "docs": "/docs (interactive, works offline)",
-                "endpoints": ["POST /predict", "POST /predict/batch", "GET /health", "GET /model", "GET /docs",
-                              "GET /openapi.json"],
+                "endpoints": ["POST /predict", "POST /predict/batch", "POST /predict/video", "GET /health",
+                              "GET /model", "GET /docs", "GET /openapi.json"],
                 "limits": {"upload_bytes": max_upload_bytes, "batch_files": max_batch_files,
+                           "video_bytes": max_video_bytes, "video_seconds": max_video_seconds,
+                           "video_frame_pixels": max_video_pixels,
                            "image_pixels": max_pixels, "image_pixels_other_than_jpeg": full_decode_pixels,
                            "jpeg_decoded_reduced_above_pixels": decode_pixels, "concurrent_requests": max_concurrent}}
 
@@ -392,7 +451,7 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
         results: list[dict[str, Any]] = []
         with slot():  # one image decoded at a time: memory stays that of one photo
             for upload in files:
-                name = upload.filename or "upload"
+                name = upload_name(upload)
                 try:
                     name, data = _read_upload(upload, max_upload_bytes)
                     results.append({**one_image(name, data, detect, top_k), "status": 200})
@@ -404,4 +463,69 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
                     results.append({**image_record(name, [], error=f"{name}: internal error"), "status": 500})
         return {"results": results, "model": get_predictor().info.version}
 
+    every_query = Annotated[int, Query(ge=1, le=1000, description="analyse every Nth frame")]
+    smooth_query = Annotated[float | None, Query(ge=0, le=3600, description="seconds each person's emotions "
+                                                 "are smoothed over (0: raw; default the config's SMOOTH_S)")]
+
+    @app.post("/predict/video", response_model=VideoOut, responses=ERRORS,
+              max_body_size=max_video_bytes + MULTIPART_OVERHEAD)
+    def predict_video(file: Annotated[UploadFile, File(description=f"a clip (MP4, AVI, MOV, MKV, WebM), "
+                                                                   f"{video_limits}")],
+                      every: every_query = 1, smooth_s: smooth_query = None, top_k: top_k_query = TOP_K):
+        _, top_k = options(None, None, top_k)
+        name = upload_name(file)
+        with tempfile.TemporaryDirectory(prefix="emorec-video-") as tmp:
+            path = Path(tmp) / ("clip" + (Path(name).suffix.lower() if Path(name).suffix.isascii() else ""))
+            spool(file, path, max_video_bytes)
+            with slot():
+                summary, frames = video_records(path, name, every, config.smooth_s if smooth_s is None else smooth_s,
+                                                top_k)
+        return {"model": get_predictor().info.version, "summary": summary, "frames": frames}
+
+    def video_records(path: Path, name: str, every: int, smooth_s: float, top_k: int):
+        from emorec.inference.people import People, track_frames, video_summary
+        from emorec.inference.video import ASSUMED_FPS, VideoReader
+
+        try:
+            video = VideoReader(path, every)
+        except EmorecError:
+            raise EmorecError(f"{name}: cannot open as a video") from None
+        rate = video.fps if video.fps > 0 else ASSUMED_FPS
+        w, h = video.size
+        if w * h > max_video_pixels:
+            raise TooLarge(f"{name}: frames too large ({w}x{h}, limit {max_video_pixels:,} pixels)")
+        if video.claimed_frames / rate > max_video_seconds:
+            raise TooLarge(f"{name}: clip too long ({video.claimed_frames / rate:.1f} s, limit {max_video_seconds:g} s)")
+        people = People(get_predictor().classes, smooth_s=smooth_s, max_missing_s=config.track_max_missing_s,
+                        keep_series=False)
+        frames = []
+        try:
+            for frame, faces in track_frames(video, get_predictor(), people):
+                if frame.index >= max_video_seconds * rate:  # the header said less
+                    raise TooLarge(f"{name}: clip too long (over {max_video_seconds:g} s)")
+                if frame.rgb.size > 3 * max_video_pixels:
+                    raise TooLarge(f"{name}: frames too large (limit {max_video_pixels:,} pixels)")
+                frames.append(image_record(name, faces, (frame.rgb.shape[1], frame.rgb.shape[0]), top_k,
+                                           frame=frame.index, time_s=round(frame.time_s, 3)))
+        except TooLarge:
+            raise
+        except EmorecError as e:  # messages name the temporary file: say the upload's name
+            raise EmorecError(f"{name}: {str(e).split(': ', 1)[-1]}") from None
+        return video_summary(name, video, people), frames
+
     return app
+
+
+def upload_name(upload: UploadFile) -> str:
+    return upload.filename or "upload"
+
+
+def spool(upload: UploadFile, path: Path, max_bytes: int, chunk: int = 1 << 20) -> None:
+    """An upload copied to ``path`` (OpenCV reads videos from files), refused over ``max_bytes``."""
+    done = 0
+    with open(path, "wb") as out:
+        while data := upload.file.read(chunk):
+            done += len(data)
+            if done > max_bytes:
+                raise TooLarge(f"{upload_name(upload)}: file too large (over {max_bytes:,} bytes)")
+            out.write(data)

@@ -55,6 +55,8 @@ class VideoReader:
         if not self._cap.isOpened():
             raise EmorecError(f"{path}: cannot open as a video")
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.claimed_frames = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))  # the header's word
+        self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.frames = 0
 
     def __iter__(self) -> Iterator[Frame]:
