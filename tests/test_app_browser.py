@@ -193,3 +193,83 @@ def test_quiz_three_rounds(page, quiz_dir, model_path):
     click_button(page, "quiz_reset")
     expect_score(page, 0, 0, 0)
     save_docs_copy(OUT / "app_quiz_round3.png", "app_quiz.png")
+
+
+# --- video page --------------------------------------------------------------------------
+def clip_faces():
+    from emorec.detect import make_detector
+    from emorec.imageio import read_image
+    from emorec.inference import clips
+
+    photo = read_image(ROOT / "examples" / "multi_face.jpg")
+    return clips.photo_faces(photo, [b for b, _ in make_detector("yunet").detect(photo)])
+
+
+def test_video_clip_shows_each_person(page, tmp_path, model_path):
+    from playwright.sync_api import expect
+
+    from emorec.inference import clips
+    from emorec.inference.predictor import Predictor
+
+    clip = tmp_path / "crossing.avi"
+    clips.write_clip(clip, clip_faces(), clips.crossing(), 75)
+    page.locator(".st-key-mode").get_by_text("Video", exact=True).click()
+    page.locator('.st-key-clip input[type="file"]').set_input_files(str(clip))
+    expect(page.get_by_text("2 people in 3.0 s")).to_be_visible()
+    expect(page.get_by_text("up to 50 MB and 60 seconds", exact=False)).to_be_visible()  # the limits are stated
+    expect(page.locator('[data-testid="stMain"] [data-testid="stDataFrame"]')).to_be_visible()  # a row per person
+    # the annotated preview is H.264 the browser can play (readyState 4: enough data to play through)
+    page.wait_for_function("document.querySelector('video') && document.querySelector('video').readyState >= 2")
+    assert page.locator('[data-testid="stImage"] img').count() >= 1  # the timeline
+    Predictor.from_path(model_path)  # the app served this model: it loads
+    wait_idle(page)
+    page.screenshot(path=str(OUT / "app_video.png"), full_page=True)
+    save_docs_copy(OUT / "app_video.png", "app_video.png")
+
+
+@pytest.fixture
+def camera_page(server, tmp_path):
+    """A browser whose camera plays a clip built here: one face, drifting right, on a loop."""
+    from playwright.sync_api import sync_playwright
+
+    from emorec.inference import clips
+
+    y4m = tmp_path / "camera.y4m"
+    clips.write_y4m(y4m, (f for f, _ in clips.clip_frames(clip_faces(), [clips.Actor(1, (300, 240), (340, 240))], 50)))
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                   f"--use-file-for-fake-video-capture={y4m}"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(WAIT_MS)
+            pg.goto(server)
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_live_webcam_labels_each_face(camera_page, model_path):
+    """START the stream: the server labels the camera's face (#1 and an emotion) and says so on the
+    page; the frame rate it reached is kept in test-output/live_webcam.txt."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from emorec.inference.predictor import Predictor
+
+    page = camera_page
+    classes = Predictor.from_path(model_path).classes
+    page.locator(".st-key-mode").get_by_text("Video", exact=True).click()
+    page.locator(".st-key-video_source").get_by_text("Live webcam", exact=True).click()
+    page.frame_locator('iframe[title*="webrtc"]').get_by_role("button", name="START").click()
+    status = page.get_by_text("frames per second", exact=False)
+    expect(status).to_be_visible()
+    person = page.get_by_text(re.compile(rf"#1 ({'|'.join(classes)}) \d+%"))
+    expect(person).to_be_visible()
+    page.wait_for_timeout(10_000)  # ten seconds of stream: the frame rate settles
+    text = status.inner_text()
+    fps, frames = re.search(r"([\d.]+) frames per second, 1 face\(s\) now, (\d+) frames", text).groups()
+    assert int(frames) > 50, text
+    (OUT / "live_webcam.txt").write_text(f"{text}\n")
+    page.screenshot(path=str(OUT / "app_live.png"))

@@ -19,6 +19,8 @@ from emorec.errors import EmorecError
 ENV_MODEL = "EMOREC_MODEL"
 ENV_QUIZ_DIR = "EMOREC_QUIZ_DIR"
 DEFAULT_MAX_UPLOAD_MB = 10  # photos, not videos: a 50 MP JPEG is ~15 MB, phone shots 2-6 MB
+DEFAULT_MAX_VIDEO_MB = 50  # a minute of phone video at 720p is ~40 MB
+DEFAULT_MAX_VIDEO_S = 60.0  # a minute of 25 fps video: about 20 s of analysis on one core
 
 
 @dataclass
@@ -27,6 +29,8 @@ class AppSettings:
     model_path: Path | None  # None: the predictor's default (models/best_model.onnx)
     quiz_dir: Path
     max_upload_mb: int
+    max_video_mb: int = DEFAULT_MAX_VIDEO_MB
+    max_video_s: float = DEFAULT_MAX_VIDEO_S
 
 
 def add_app_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +39,10 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
                                       "else DATA_DIR/test)")
     p.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest accepted upload in MB (default {DEFAULT_MAX_UPLOAD_MB})")
+    p.add_argument("--max-video-mb", type=int, default=DEFAULT_MAX_VIDEO_MB,
+                   help=f"largest accepted clip in MB (default {DEFAULT_MAX_VIDEO_MB})")
+    p.add_argument("--max-video-seconds", type=float, default=DEFAULT_MAX_VIDEO_S,
+                   help=f"longest accepted clip in seconds (default {DEFAULT_MAX_VIDEO_S:g})")
     add_config_arguments(p)
 
 
@@ -45,8 +53,13 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     quiz_dir = args.quiz_dir or environ.get(ENV_QUIZ_DIR) or Path(cfg.data_dir) / "test"
     if args.max_upload_mb < 1:
         raise EmorecError(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
+    if args.max_video_mb < 1:
+        raise EmorecError(f"--max-video-mb must be at least 1, got {args.max_video_mb}")
+    if not 0 < args.max_video_seconds <= 24 * 3600:
+        raise EmorecError(f"--max-video-seconds must be in (0, 86400], got {args.max_video_seconds:g}")
     return AppSettings(cfg=cfg, model_path=Path(model).expanduser() if model else None,
-                       quiz_dir=Path(quiz_dir).expanduser(), max_upload_mb=args.max_upload_mb)
+                       quiz_dir=Path(quiz_dir).expanduser(), max_upload_mb=args.max_upload_mb,
+                       max_video_mb=args.max_video_mb, max_video_s=args.max_video_seconds)
 
 
 class _ScriptParser(argparse.ArgumentParser):

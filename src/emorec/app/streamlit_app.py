@@ -1,5 +1,6 @@
-"""The Streamlit app: emotions of the faces in a photo or webcam shot, and an emotion quiz
-(player against model) on the test split.
+"""The Streamlit app: emotions of the faces in a photo or webcam shot, the people of a video
+clip or a live webcam stream (``video_page``), and an emotion quiz (player against model) on the
+test split.
 
     emorec app [--model M]                      # or:
     streamlit run app_streamlit.py [-- --model M --quiz-dir D]
@@ -19,6 +20,7 @@ import streamlit as st
 from emorec.app.drawing import enlarge, png_data_uri
 from emorec.app.quiz import QuizItem, QuizState, find_quiz_items, folder_stamp
 from emorec.app.settings import AppSettings, parse_script_args
+from emorec.app.video_page import video_page
 from emorec.errors import EmorecError
 from emorec.imageio import DECODE_PIXELS, FULL_DECODE_PIXELS, read_image
 from emorec.detect import make_detector
@@ -34,7 +36,7 @@ DETECTORS = {"yunet": "YuNet (finds more faces)", "haar": "Haar cascade (classic
 # Shipped models, as a visitor reads them: short enough for the sidebar's picker.
 MODEL_NAMES = {"5class": "5 emotions (no neutral)", "7class": "7 emotions (with neutral)"}
 QUIZ_PER_CLASS = 200  # a seeded sample of the test split: plenty of rounds, quick start
-MODES = ["Predict", "Emotion quiz"]
+MODES = ["Predict", "Video", "Emotion quiz"]
 
 MODEL_HELP = """**No model to run yet.** Prepare data, train and export one, then reload this page:
 
@@ -94,7 +96,7 @@ def sidebar_controls(settings: AppSettings) -> tuple[str, str, float, Path]:
     st.sidebar.title("emorec")
     mode = st.sidebar.radio("Mode", MODES, key="mode")
     detector, threshold = settings.cfg.detector, float(settings.cfg.det_score_threshold)
-    if mode == "Predict":  # the quiz shows face crops: no face finding there
+    if mode != "Emotion quiz":  # the quiz shows face crops: no face finding there
         st.sidebar.subheader("Finding faces")
         default = detector if detector in DETECTORS else "yunet"
         detector = st.sidebar.selectbox("Face finder", list(DETECTORS), index=list(DETECTORS).index(default),
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         st.markdown(MODEL_HELP)
         st.stop()
     sidebar_model(model)
-    if mode == "Predict":
+    if mode in ("Predict", "Video"):
         try:
             detector = load_detector(detector_name, threshold if detector_name == "yunet" else 0.0,
                                      str(cfg.yunet_path) if cfg.yunet_path else None,
@@ -305,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
         except EmorecError as e:
             st.error(f"Face detector '{detector_name}' unavailable: {e}")
             st.stop()
-        predict_page(model, model.with_detector(detector, detector_name), settings)
+        page = predict_page if mode == "Predict" else video_page
+        page(model, model.with_detector(detector, detector_name), settings)
     else:
         quiz_page(model, settings)
 

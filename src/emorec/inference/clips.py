@@ -105,3 +105,16 @@ def missing(n_frames: int = 75, gap: tuple[int, ...] = (30, 31, 32, 33), width: 
             height: int = 480) -> list[Actor]:
     """One face drifting right that is missing for a few frames (``gap``), one still face."""
     return [Actor(0, (120, 170), (width - 200, 200), hidden=gap), Actor(4, (width - 110, 360), (width - 110, 360))]
+
+
+def write_y4m(path, frames, fps: int = 25) -> None:
+    """RGB frames -> an uncompressed YUV4MPEG2 file: what Chromium's fake camera plays
+    (``--use-file-for-fake-video-capture``), looping."""
+    import cv2
+
+    with open(path, "wb") as out:
+        for i, rgb in enumerate(frames):
+            h, w = rgb.shape[:2]
+            if i == 0:
+                out.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+            out.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
