@@ -3,6 +3,7 @@
 both scores move as they should. Screenshots go to test-output/ (two also to docs/)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -80,12 +81,13 @@ def server(quiz_dir, model_path, yunet_path):
         log.close()
 
 
-@pytest.fixture
-def page(server):
+@contextlib.contextmanager
+def browser_page(server: str, *args: str):
+    """A page of the app in headless Chromium started with ``args`` besides CHROMIUM_ARGS."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + list(args))
         try:
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
             pg.set_default_timeout(WAIT_MS)
@@ -93,6 +95,12 @@ def page(server):
             yield pg
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(server):
+    with browser_page(server) as pg:
+        yield pg
 
 
 def save_docs_copy(shot: Path, name: str) -> None:
@@ -230,23 +238,13 @@ def test_video_clip_shows_each_person(page, tmp_path, model_path):
 @pytest.fixture
 def camera_page(server, tmp_path):
     """A browser whose camera plays a clip built here: one face, drifting right, on a loop."""
-    from playwright.sync_api import sync_playwright
-
     from emorec.inference import clips
 
     y4m = tmp_path / "camera.y4m"
     clips.write_y4m(y4m, (f for f, _ in clips.clip_frames(clip_faces(), [clips.Actor(1, (300, 240), (340, 240))], 50)))
-    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                   f"--use-file-for-fake-video-capture={y4m}"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.set_default_timeout(WAIT_MS)
-            pg.goto(server)
-            yield pg
-        finally:
-            browser.close()
+    with browser_page(server, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                      f"--use-file-for-fake-video-capture={y4m}") as pg:
+        yield pg
 
 
 def test_live_webcam_labels_each_face(camera_page, model_path):

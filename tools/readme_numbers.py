@@ -1,6 +1,7 @@
 """The README's published numbers, made from their sources so that they cannot drift:
 
 - the quick start's output: `emorec predict examples/multi_face.jpg`, run;
+- the Video section's table: `emorec predict examples/two_people.mp4`, run;
 - the results table: each shipped model's suite record (`models/<stem>.suite.json`, written by
   `emorec evaluate --suite benchmarks/suite.yaml --model M --out DIR`, copied beside the model);
 - the speed table: `benchmarks/inference.md` (5class) and `benchmarks/inference_7class.md`, each
@@ -22,18 +23,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 QUICK = "emorec predict examples/multi_face.jpg"
+VIDEO = "emorec predict examples/two_people.mp4"
 
 
-def quick_start() -> str:
-    """What the quick-start command prints, run from the repository root."""
+def printed(command: str) -> str:
+    """What ``command`` (an ``emorec`` command line) prints, run from the repository root."""
     from emorec.cli import main
 
     out = io.StringIO()
     with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
-        rc = main(QUICK.split()[1:])
+        rc = main(command.split()[1:])
     if rc != 0:
-        raise SystemExit(f"{QUICK} exited {rc}")
+        raise SystemExit(f"{command} exited {rc}")
     return f"```\n{out.getvalue()}```"
+
+
+def quick_start() -> str:
+    return printed(QUICK)
+
+
+def video_table() -> str:
+    """The Video section's table: what the video command prints (the timeline is its --timeline)."""
+    return printed(VIDEO)
 
 
 def results_table() -> str:
@@ -75,7 +86,7 @@ def speed_table() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"quick-start": quick_start, "results": results_table, "speed": speed_table}
+BLOCKS = {"quick-start": quick_start, "video": video_table, "results": results_table, "speed": speed_table}
 
 
 def render(text: str) -> str:

@@ -188,7 +188,8 @@ class LiveLabeller:
             self.faces, self.frames = faces, self.frames + 1
             self.times.append(time.monotonic())
         out = av.VideoFrame.from_ndarray(annotate(rgb, faces, numbered=True), format="rgb24")
-        out.pts, out.time_base = frame.pts, frame.time_base
+        if frame.time_base is not None:  # the stream's own timing, for the browser
+            out.pts, out.time_base = frame.pts, frame.time_base
         return out
 
     def status(self) -> tuple[float, list, int]:

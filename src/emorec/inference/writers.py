@@ -17,6 +17,12 @@ def printable(text) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in display_name(str(text)))
 
 
+def frame_record(path, faces, size, top_k: int, frame: int | None, time_s: float | None) -> dict:
+    """An image's record; a video frame's adds its number and time."""
+    extra = {} if frame is None else {"frame": frame, "time_s": round(time_s or 0.0, 3)}
+    return image_record(display_name(path), faces, size, top_k, **extra)
+
+
 def printable_lines(text: str) -> str:
     return "\n".join(printable(line) for line in text.splitlines())
 
@@ -111,8 +117,7 @@ class JsonWriter:
                     "detector": predictor.detector_name, "results": [], "videos": []}
 
     def faces(self, path, faces, size=None, frame: int | None = None, time_s: float | None = None) -> None:
-        extra = {} if frame is None else {"frame": frame, "time_s": round(time_s or 0.0, 3)}
-        self.doc["results"].append(image_record(display_name(path), faces, size, self.top_k, **extra))
+        self.doc["results"].append(frame_record(path, faces, size, self.top_k, frame, time_s))
 
     def video(self, summary: dict) -> None:
         self.doc["videos"].append(summary)
@@ -141,8 +146,7 @@ class JsonLinesWriter:
         self.stream.write(json.dumps(record) + "\n")
 
     def faces(self, path, faces, size=None, frame: int | None = None, time_s: float | None = None) -> None:
-        extra = {} if frame is None else {"frame": frame, "time_s": round(time_s or 0.0, 3)}
-        self._line(image_record(display_name(path), faces, size, self.top_k, **extra))
+        self._line(frame_record(path, faces, size, self.top_k, frame, time_s))
 
     def video(self, summary: dict) -> None:  # rows only; the summary goes to --summary
         pass
