@@ -6,6 +6,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,6 +25,7 @@ def test_readme_numbers_are_their_sources(monkeypatch):
     assert tool.render(text) == text, "README.md differs from its sources: run python tools/readme_numbers.py"
 
 
+@pytest.mark.slow  # renders the README twice (it runs the quick start and the video commands)
 def test_a_drifted_number_is_caught(monkeypatch):
     """A number edited by hand (the quick start's, a table cell) is put back by render()."""
     monkeypatch.delenv("EMOREC_MODEL", raising=False)

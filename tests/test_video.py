@@ -56,10 +56,14 @@ def gap(faces, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def flip(faces, tmp_path_factory):
-    """One happy face, shown as the sad face on frame 20 only."""
+def flip(yunet_path, tmp_path_factory):
+    """One happy face, shown as the sad face on frame 20 only (faces 90 px tall, where the shipped
+    model reads that face as sad 0.54, happy 0.35)."""
+    photo = read_image(ROOT / "examples" / "multi_face.jpg")
+    boxes = [b for b, _ in make_detector("yunet", model_path=yunet_path).detect(photo)]
     path = tmp_path_factory.mktemp("clips") / "flip.avi"
-    return path, clips.write_clip(path, faces, [clips.Actor(HAPPY, (320, 240), (330, 240), swaps={20: SAD})], 40, FPS)
+    return path, clips.write_clip(path, clips.photo_faces(photo, boxes, height=90),
+                                  [clips.Actor(HAPPY, (320, 170), (320, 170), swaps={20: SAD})], 40, FPS)
 
 
 def run(path, predictor, every=1, smooth_s=0.5):
@@ -106,6 +110,7 @@ def test_a_face_missing_for_a_few_frames_keeps_its_id(gap, predictor):
     assert [len(faces) for i, faces in frames if i in (30, 33)] == [1, 1]  # the gap really is one
 
 
+@pytest.mark.slow
 def test_summary_times_match_the_paths(gap, predictor):
     """Actor 0 is seen on 71 of 75 frames (0.0-2.96 s), actor 1 on all 75: within a frame (0.04 s)."""
     path, truths = gap
@@ -172,6 +177,7 @@ def test_tracker_ids_follow_boxes_and_end_after_max_missing():
     assert t.update([(250, 0, 50, 50)], 1.2) == [3]  # 1 and 2 unseen over 0.5 s: a new person
 
 
+@pytest.mark.slow
 def test_cli_outputs_for_a_video(crossing, tmp_path, yunet_path, monkeypatch, capsys):
     monkeypatch.setenv("EMOREC_YUNET", str(yunet_path))
     path, truths = crossing
@@ -224,6 +230,7 @@ def bad_videos(tmp_path, crossing) -> dict:
     return videos
 
 
+@pytest.mark.slow
 def test_bad_videos_cost_one_line_each(crossing, tmp_path, yunet_path):
     """In a process of its own: FFmpeg and OpenCV write to the stderr file itself, not sys.stderr."""
     bad = bad_videos(tmp_path, crossing)

@@ -119,9 +119,9 @@ class Mp4Writer:
     """RGB frames -> an H.264 MP4 that browsers play (PyAV, which streamlit-webrtc brings),
     shrunk to PREVIEW_SIDE; OpenCV's wheels write no H.264."""
 
-    def __init__(self, path: Path, fps: float):
+    def __init__(self, path: Path, fps: float, crf: int = 26):
         self.av = require("av", "app")
-        self.path, self.fps, self.stream = path, fps, None
+        self.path, self.fps, self.crf, self.stream = path, fps, crf, None
         self.out = self.av.open(str(path), "w")
 
     def write(self, rgb: np.ndarray) -> None:
@@ -136,7 +136,7 @@ class Mp4Writer:
             self.stream = self.out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
             self.stream.width, self.stream.height = size
             self.stream.pix_fmt = "yuv420p"
-            self.stream.options = {"preset": "veryfast", "crf": "26"}
+            self.stream.options = {"preset": "veryfast", "crf": str(self.crf)}  # 18: near lossless
         if (w, h) != size:
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         for packet in self.stream.encode(self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):

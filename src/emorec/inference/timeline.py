@@ -43,10 +43,11 @@ def timeline_png(series: dict[int, tuple[np.ndarray, np.ndarray]], classes: list
     axes[-1, 0].set_xlim(0, max(end, 1e-3))
     axes[-1, 0].set_xlabel("time (s)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=len(classes), frameon=False)
-    fig.suptitle(title, y=0.995, fontsize=10, va="top", x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.93 if len(tracks) > 1 else 0.85))
+    if handles:  # above the panels, the title above it
+        fig.legend(handles, labels, loc="upper center", ncol=len(classes), frameon=False,
+                   bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()))
+    fig.suptitle(title, y=1 - 0.06 / fig.get_figheight(), fontsize=10, va="top", x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     with atomic_path(path, "timeline") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
