@@ -298,3 +298,13 @@ def test_api_video_errors_are_one_json_line(api, crossing, tmp_path):
         assert r.status_code == 413 and why in r.json()["detail"], r.text
     r = post_video(api(), path, every=0)
     assert r.status_code == 422 and "every" in r.json()["detail"]
+
+
+def test_a_timeline_per_video(gap, flip, tmp_path, yunet_path, monkeypatch, capsys):
+    monkeypatch.setenv("EMOREC_YUNET", str(yunet_path))
+    rc = main(["predict", str(gap[0]), str(flip[0]), "--every", "10", "--timeline", str(tmp_path / "lines")])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.count(" frames, ") == 2  # a summary table per video
+    assert sorted(p.name for p in (tmp_path / "lines").iterdir()) == ["flip.png", "gap.png"]
+    rc = main(["predict", str(gap[0]), "--timeline", str(tmp_path / "one.jpg")])
+    assert rc == 2 and "name a .png file" in capsys.readouterr().err

@@ -63,15 +63,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="videos: smooth each person's emotions over about S seconds (0: raw; default config SMOOTH_S)")
     p.add_argument("--summary", metavar="FILE", help="videos: write each video's per-person summary (JSON)")
     p.add_argument("--timeline", metavar="PNG",
-                   help="videos: draw each person's smoothed emotions over time (one video; needs matplotlib)")
+                   help="videos: draw each person's smoothed emotions over time, to PNG for one video, to "
+                        "a folder of <video name>.png for several (needs matplotlib)")
     add_config_arguments(p)
+
+
+def timeline_paths(videos: list[Path], target: str | None) -> dict[str, Path]:
+    """Where each video's timeline goes, by the video's shown name: ``target`` itself for one
+    video, ``target/<name>.png`` for several (``_1``, ``_2`` for names met twice)."""
+    from emorec.files import display_name
+
+    if not target:
+        return {}
+    if len(videos) == 1:
+        return {display_name(videos[0]): Path(target)}
+    out, used = {}, set()
+    for v in videos:
+        dest, n = Path(target) / f"{v.stem}.png", 1
+        while dest in used:
+            dest, n = Path(target) / f"{v.stem}_{n}.png", n + 1
+        used.add(dest)
+        out[display_name(v)] = dest
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emorec.cli import config_from_args
-    from emorec.errors import EmorecError
+    from emorec.errors import EmorecError, require
     from emorec.files import atomic_path
     from emorec.inference.batch import annotate_target, collect, predict_inputs, refuse_overwriting_inputs
     from emorec.inference.predictor import Predictor
@@ -102,11 +122,17 @@ def run(args: argparse.Namespace) -> int:
     items, from_folder, problems = collect(args.paths)
     videos = [p for p, _ in items if is_video(p)]
     writer = None
-    for flag, value in (("--video-out", args.video_out), ("--timeline", args.timeline)):
-        if value and len(videos) != 1:
-            raise EmorecError(f"{flag} needs exactly one video among the inputs, got {len(videos)}")
-    if args.timeline and Path(args.timeline).suffix.lower() != ".png":
-        raise EmorecError(f"--timeline {args.timeline}: name a .png file")
+    if args.video_out and len(videos) != 1:
+        raise EmorecError(f"--video-out needs exactly one video among the inputs, got {len(videos)}")
+    if args.timeline:
+        if not videos:
+            raise EmorecError("--timeline draws videos; there is none among the inputs")
+        if len(videos) == 1 and Path(args.timeline).suffix.lower() != ".png":
+            raise EmorecError(f"--timeline {args.timeline}: name a .png file")
+        if len(videos) > 1 and Path(args.timeline).is_file():
+            raise EmorecError(f"--timeline {args.timeline} is a file; with several videos it must be a folder")
+        require("matplotlib", "video")  # said before the video is read, not after
+    timelines = timeline_paths(videos, args.timeline)
     if args.summary and not videos:
         raise EmorecError("--summary describes videos; there is none among the inputs")
     if args.video_out:
@@ -118,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write("emorec predict: note: --annotate applies to the images; for videos use --video-out",
                    file=sys.stderr)
     annotate_to = annotate_target(args.annotate, n_images, from_folder) if args.annotate else None
-    refuse_overwriting_inputs(items, args.output, args.video_out, annotate_to, args.summary, args.timeline)
+    refuse_overwriting_inputs(items, args.output, args.video_out, annotate_to, args.summary,
+                              *[str(t) for t in timelines.values()])
 
     detector = "none" if args.no_detect else args.detector
     predictor = Predictor.from_config(cfg, args.model, detector=detector, threads=args.threads)
@@ -138,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
             if fmt != "text" and sys.stderr.isatty():  # the table for the person at the terminal
                 tqdm.write(printable_lines(summary_table(summary)), file=sys.stderr)
             if args.timeline:
-                timeline_png(people.series(), predictor.classes, args.timeline, duration_s=summary["duration_s"],
+                timeline_png(people.series(), predictor.classes, timelines[summary["path"]],
+                             duration_s=summary["duration_s"],
                              title=f"{summary['path']}: smoothed over {smooth_s:g} s")
 
         for path, msg in problems:

@@ -147,11 +147,11 @@ def annotated_path(path: Path, root: Path | None, target: tuple[Path, bool]) -> 
 
 def refuse_overwriting_inputs(items: list[tuple[Path, Path | None]], output: str | None, video_out: str | None,
                               annotate_to: tuple[Path, bool] | None, summary: str | None = None,
-                              timeline: str | None = None) -> None:
+                              *timelines: str) -> None:
     """An output that would write over an input is a usage error, said before any work."""
     inputs = {p.resolve() for p, _ in items}
     for flag, out in (("--output", output), ("--video-out", video_out), ("--summary", summary),
-                      ("--timeline", timeline)):
+                      *(("--timeline", t) for t in timelines)):
         if out and Path(out).resolve() in inputs:
             raise EmorecError(f"{flag} {out} is one of the inputs; refusing to write over it")
     if annotate_to is not None:
