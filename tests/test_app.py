@@ -462,3 +462,44 @@ def test_a_huge_png_is_refused_before_decoding(app_env, tmp_path):
     at = open_app()
     upload(at, big)
     assert "image too large to decode" in at.error[0].value and not at.exception
+
+
+# --- the video page (AppTest; the live webcam is in test_app_browser.py) -------------------
+@pytest.fixture(scope="module")
+def crossing_clip(tmp_path_factory, yunet_path) -> Path:
+    from emorec.detect import make_detector
+    from emorec.imageio import read_image
+    from emorec.inference import clips
+
+    photo = read_image(ROOT / "examples" / "multi_face.jpg")
+    faces = clips.photo_faces(photo, [b for b, _ in make_detector("yunet", model_path=yunet_path).detect(photo)])
+    path = tmp_path_factory.mktemp("clip") / "crossing.avi"
+    clips.write_clip(path, faces, clips.crossing(), 50)
+    return path
+
+
+def upload_clip(at, name: str, data: bytes):
+    at.sidebar.radio(key="mode").set_value("Video").run()
+    at.file_uploader(key="clip").upload(name, data)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_video_clip_gives_a_row_per_person(app_env, crossing_clip):
+    at = open_app()
+    at.sidebar.radio(key="mode").set_value("Video").run()
+    assert "up to 50 MB and 60 seconds" in at.info[0].value  # the limits, stated before an upload
+    at = upload_clip(at, "crossing.avi", crossing_clip.read_bytes())
+    assert [s.value for s in at.main.subheader] == ["2 people in 2.0 s"]
+    table = at.main.dataframe[0].value
+    assert list(table["person"]) == ["#1", "#2"] and list(table.columns)[:4] == ["person", "on screen", "seen", "mostly"]
+
+
+@pytest.mark.slow
+def test_bad_or_long_clip_is_a_page_message(app_env, crossing_clip):
+    at = upload_clip(open_app(), "broken.mp4", b"\x00\x00\x00\x18ftypmp42 not really a video")
+    assert "Cannot use this clip: broken.mp4 cannot be opened as a video" in at.error[0].value
+    app_env.setattr(sys, "argv", [str(SHIM), "--max-video-seconds", "1"])
+    at = upload_clip(open_app(), "crossing.avi", crossing_clip.read_bytes())
+    assert "the limit is 1 s" in at.error[0].value and not at.main.dataframe
