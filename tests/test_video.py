@@ -298,6 +298,9 @@ def test_api_video_errors_are_one_json_line(api, crossing, tmp_path):
         assert r.status_code == 413 and why in r.json()["detail"], r.text
     r = post_video(api(), path, every=0)
     assert r.status_code == 422 and "every" in r.json()["detail"]
+    with api() as client:  # the limits are published where the others are
+        limits = client.get("/").json()["limits"]
+    assert (limits["video_bytes"], limits["video_seconds"], limits["video_frame_pixels"]) == (50 * 2**20, 60, 1920 * 1080)
 
 
 def test_a_timeline_per_video(gap, flip, tmp_path, yunet_path, monkeypatch, capsys):
@@ -308,3 +311,5 @@ def test_a_timeline_per_video(gap, flip, tmp_path, yunet_path, monkeypatch, caps
     assert sorted(p.name for p in (tmp_path / "lines").iterdir()) == ["flip.png", "gap.png"]
     rc = main(["predict", str(gap[0]), "--timeline", str(tmp_path / "one.jpg")])
     assert rc == 2 and "name a .png file" in capsys.readouterr().err
+    rc = main(["predict", str(gap[0]), "--smooth", "-1"])
+    assert rc == 2 and "--smooth must be 0 (raw) or more seconds" in capsys.readouterr().err
