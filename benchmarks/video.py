@@ -9,8 +9,9 @@ in a process of its own, so peak memory (ru_maxrss) is that run's alone.
     python benchmarks/video.py                                   # emorec only
     python benchmarks/video.py --fer-python /path/to/venv/bin/python   # with fer beside it
     # that venv: pip install --no-deps fer==25.10.3 facenet-pytorch; pip install tensorflow-cpu
-    #   opencv-contrib-python-headless pandas matplotlib "moviepy<2" ffmpeg-python tqdm requests
-    #   torch==2.13.0 "setuptools<81"   (fer imports pkg_resources)
+    #   opencv-contrib-python pandas matplotlib "moviepy<2" ffmpeg-python tqdm requests
+    #   torch==2.13.0 "setuptools<81"
+    # (fer imports pkg_resources; Video.analyze calls OpenCV's GUI, which the headless build lacks)
 """
 from __future__ import annotations
 
