@@ -20,7 +20,7 @@ import numpy as np
 from emorec.detect import make_detector
 from emorec.imageio import read_image
 from emorec.inference import clips
-from emorec.inference.tracking import FaceTracker, _pairs, iou_matrix
+from emorec.inference.tracking import FaceTracker, _pairs
 from emorec.inference.video import read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def score(truths, dets, ids_per_frame):
         if not truth or not boxes:
             continue
         actors = list(truth)
-        iou = iou_matrix(np.array([truth[a] for a in actors], float), np.array(boxes, float))
+        iou = clips.iou_matrix(np.array([truth[a] for a in actors], float), np.array(boxes, float))
         for r, c in _pairs(iou, 0.3):  # each true face its own detection
             a = actors[r]
             if ids[c] < 0:

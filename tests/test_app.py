@@ -499,7 +499,7 @@ def test_video_clip_gives_a_row_per_person(app_env, crossing_clip):
 @pytest.mark.slow
 def test_bad_or_long_clip_is_a_page_message(app_env, crossing_clip):
     at = upload_clip(open_app(), "broken.mp4", b"\x00\x00\x00\x18ftypmp42 not really a video")
-    assert "Cannot use this clip: broken.mp4 cannot be opened as a video" in at.error[0].value
+    assert "Cannot use this clip: broken.mp4: cannot open as a video" in at.error[0].value
     app_env.setattr(sys, "argv", [str(SHIM), "--max-video-seconds", "1"])
     at = upload_clip(open_app(), "crossing.avi", crossing_clip.read_bytes())
     assert "the limit is 1 s" in at.error[0].value and not at.main.dataframe

@@ -24,7 +24,7 @@ from emorec.inference.draw import label_color, label_layout
 from emorec.inference.face import Face
 from emorec.inference.people import People, track_frames
 from emorec.inference.predictor import Predictor
-from emorec.inference.tracking import FaceTracker, iou_matrix
+from emorec.inference.tracking import FaceTracker
 from emorec.inference.video import VideoReader
 
 FPS = 25.0
@@ -77,7 +77,7 @@ def true_actor(truth: dict, face) -> int | None:
     if not truth:
         return None
     actors = list(truth)
-    iou = iou_matrix(np.array([truth[a] for a in actors], float), np.array([face.box], float))[:, 0]
+    iou = clips.iou_matrix(np.array([truth[a] for a in actors], float), np.array([face.box], float))[:, 0]
     return actors[int(iou.argmax())] if iou.max() > 0.3 else None
 
 
@@ -311,5 +311,9 @@ def test_a_timeline_per_video(gap, flip, tmp_path, yunet_path, monkeypatch, caps
     assert sorted(p.name for p in (tmp_path / "lines").iterdir()) == ["flip.png", "gap.png"]
     rc = main(["predict", str(gap[0]), "--timeline", str(tmp_path / "one.jpg")])
     assert rc == 2 and "name a .png file" in capsys.readouterr().err
+    same = tmp_path / "out.json"
+    same.write_text("the user's file")
+    rc = main(["predict", str(gap[0]), "--json", "-o", str(same), "--summary", str(same)])
+    assert rc == 2 and "name two files" in capsys.readouterr().err and same.read_text() == "the user's file"
     rc = main(["predict", str(gap[0]), "--smooth", "-1"])
     assert rc == 2 and "--smooth must be 0 (raw) or more seconds" in capsys.readouterr().err

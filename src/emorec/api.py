@@ -484,33 +484,23 @@ def create_app(predictor=None, *, model_path: str | Path | None = None, config=N
 
     def video_records(path: Path, name: str, every: int, smooth_s: float, top_k: int):
         from emorec.inference.people import People, track_frames, video_summary
-        from emorec.inference.video import ASSUMED_FPS, VideoReader
+        from emorec.inference.video import VideoReader, VideoTooLong
 
         try:
-            video = VideoReader(path, every)
-        except EmorecError:
-            raise EmorecError(f"{name}: cannot open as a video") from None
-        rate = video.fps if video.fps > 0 else ASSUMED_FPS
-        w, h = video.size
-        if w * h > max_video_pixels:
-            raise TooLarge(f"{name}: frames too large ({w}x{h}, limit {max_video_pixels:,} pixels)")
-        if video.claimed_frames / rate > max_video_seconds:
-            raise TooLarge(f"{name}: clip too long ({video.claimed_frames / rate:.1f} s, limit {max_video_seconds:g} s)")
-        people = People(get_predictor().classes, smooth_s=smooth_s, max_missing_s=config.track_max_missing_s,
-                        keep_series=False)
-        frames = []
-        try:
+            video = VideoReader(path, every, name=name, max_seconds=max_video_seconds)
+            w, h = video.size
+            if w * h > max_video_pixels:
+                raise TooLarge(f"{name}: frames too large ({w}x{h}, limit {max_video_pixels:,} pixels)")
+            people = People(get_predictor().classes, smooth_s=smooth_s, max_missing_s=config.track_max_missing_s,
+                            keep_series=False)
+            frames = []
             for frame, faces in track_frames(video, get_predictor(), people):
-                if frame.index >= max_video_seconds * rate:  # the header said less
-                    raise TooLarge(f"{name}: clip too long (over {max_video_seconds:g} s)")
-                if frame.rgb.size > 3 * max_video_pixels:
+                if frame.rgb.size > 3 * max_video_pixels:  # the header did not say
                     raise TooLarge(f"{name}: frames too large (limit {max_video_pixels:,} pixels)")
                 frames.append(image_record(name, faces, (frame.rgb.shape[1], frame.rgb.shape[0]), top_k,
                                            frame=frame.index, time_s=round(frame.time_s, 3)))
-        except TooLarge:
-            raise
-        except EmorecError as e:  # messages name the temporary file: say the upload's name
-            raise EmorecError(f"{name}: {str(e).split(': ', 1)[-1]}") from None
+        except VideoTooLong as e:
+            raise TooLarge(str(e)) from None
         return video_summary(name, video, people), frames
 
     return app

@@ -20,7 +20,7 @@ from emorec.errors import EmorecError, require
 from emorec.inference.draw import annotate
 from emorec.inference.people import People, track_frames, video_summary
 from emorec.inference.predictor import Predictor
-from emorec.inference.video import ASSUMED_FPS, VideoReader
+from emorec.inference.video import VideoReader
 
 VIDEO_TYPES = ["mp4", "mov", "avi", "mkv", "webm"]
 PREVIEW_SIDE = 640  # the preview's longer side: smaller files, the same labels
@@ -85,28 +85,17 @@ def analyse_clip(data: bytes, name: str, predictor: Predictor, settings: AppSett
     with tempfile.TemporaryDirectory(prefix="emorec-app-") as tmp:
         path = Path(tmp) / ("clip" + Path(name).suffix.lower())
         path.write_bytes(data)
-        try:
-            video = VideoReader(path, every, decode_all=True)
-        except EmorecError:
-            raise EmorecError(f"{name} cannot be opened as a video") from None
-        rate = video.fps if video.fps > 0 else ASSUMED_FPS
-        if video.claimed_frames / rate > settings.max_video_s:
-            raise EmorecError(f"{name} is {video.claimed_frames / rate:.0f} s long; the limit is "
-                              f"{settings.max_video_s:g} s")
+        video = VideoReader(path, every, decode_all=True, name=name, max_seconds=settings.max_video_s)
         people = People(predictor.classes, smooth_s=cfg.smooth_s, max_missing_s=cfg.track_max_missing_s)
         bar = st.progress(0.0, text=f"Looking at {name}...")
         total = max(1, video.claimed_frames)
         preview = Path(tmp) / "preview.mp4"
         try:
-            with Mp4Writer(preview, rate) as out:
+            with Mp4Writer(preview, video.rate) as out:
                 for frame, faces in track_frames(video, predictor, people):
-                    if frame.index >= settings.max_video_s * rate:
-                        raise EmorecError(f"{name} is over the {settings.max_video_s:g} s limit")
                     out.write(annotate(frame.rgb, faces, numbered=True))
                     if frame.index % 10 == 0:
                         bar.progress(min(1.0, frame.index / total), text=f"Looking at {name}: frame {frame.index}")
-        except EmorecError as e:
-            raise EmorecError(str(e).replace(str(path), name)) from None
         finally:
             bar.empty()
         summary = video_summary(name, video, people)

@@ -92,10 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     from emorec.cli import config_from_args
     from emorec.errors import EmorecError, require
-    from emorec.files import atomic_path
+    from emorec.files import atomic_path, write_text
     from emorec.inference.batch import annotate_target, collect, predict_inputs, refuse_overwriting_inputs
     from emorec.inference.predictor import Predictor
-    from emorec.files import write_text
     from emorec.inference.people import summary_table
     from emorec.inference.timeline import timeline_png
     from emorec.inference.video import VideoWriter, is_video

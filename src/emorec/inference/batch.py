@@ -148,12 +148,19 @@ def annotated_path(path: Path, root: Path | None, target: tuple[Path, bool]) -> 
 def refuse_overwriting_inputs(items: list[tuple[Path, Path | None]], output: str | None, video_out: str | None,
                               annotate_to: tuple[Path, bool] | None, summary: str | None = None,
                               *timelines: str) -> None:
-    """An output that would write over an input is a usage error, said before any work."""
+    """An output that would write over an input, or over another output, is a usage error,
+    said before any work."""
     inputs = {p.resolve() for p, _ in items}
+    written: dict[Path, str] = {}
     for flag, out in (("--output", output), ("--video-out", video_out), ("--summary", summary),
                       *(("--timeline", t) for t in timelines)):
-        if out and Path(out).resolve() in inputs:
+        if not out:
+            continue
+        if Path(out).resolve() in inputs:
             raise EmorecError(f"{flag} {out} is one of the inputs; refusing to write over it")
+        if Path(out).resolve() in written:
+            raise EmorecError(f"{flag} {out} is also {written[Path(out).resolve()]}; name two files")
+        written[Path(out).resolve()] = flag
     if annotate_to is not None:
         for p, root in items:
             if not is_video(p) and annotated_path(p, root, annotate_to).resolve() in inputs:

@@ -3,7 +3,8 @@ tests, the tracker study and the video benchmark.
 
 Each :class:`Actor` is one face of the photo, pasted (with its surroundings, so a detector finds
 it) on a plain background and moved in a straight line; later actors cover earlier ones where they
-cross. :func:`clip_frames` yields the frames with the true face box of every visible actor.
+cross. :func:`clip_frames` yields the frames with the true face box of every visible actor;
+:func:`iou_matrix` matches found boxes to them.
 """
 from __future__ import annotations
 
@@ -105,6 +106,18 @@ def missing(n_frames: int = 75, gap: tuple[int, ...] = (30, 31, 32, 33), width: 
             height: int = 480) -> list[Actor]:
     """One face drifting right that is missing for a few frames (``gap``), one still face."""
     return [Actor(0, (120, 170), (width - 200, 200), hidden=gap), Actor(4, (width - 110, 360), (width - 110, 360))]
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every (x, y, w, h) box in ``a`` with every one in ``b``."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    ax0, ay0, ax1, ay1 = a[:, 0, None], a[:, 1, None], (a[:, 0] + a[:, 2])[:, None], (a[:, 1] + a[:, 3])[:, None]
+    bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * \
+        np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    union = a[:, 2, None] * a[:, 3, None] + b[:, 2] * b[:, 3] - inter
+    return inter / np.maximum(union, 1e-9)
 
 
 def write_y4m(path, frames, fps: int = 25) -> None:

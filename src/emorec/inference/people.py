@@ -17,7 +17,7 @@ import numpy as np
 
 from emorec.inference.face import Face
 from emorec.inference.tracking import FaceTracker
-from emorec.inference.video import ASSUMED_FPS, Frame, VideoReader
+from emorec.inference.video import Frame, VideoReader
 
 MOMENTS = 3  # strongest moments listed per person
 
@@ -130,7 +130,7 @@ def track_frames(video: VideoReader, predictor, people: People) -> Iterator[tupl
     """(frame, its tracked faces) for each frame of ``video``; a frame that is not analysed
     (``keep`` False) carries the latest analysed faces, for drawing."""
     faces: list[TrackedFace] = []
-    step_s = video.every / (video.fps if video.fps > 0 else ASSUMED_FPS)
+    step_s = video.every / video.rate
     for frame in video:
         if frame.keep:
             faces = people.update(predictor.predict([frame.rgb])[0], frame.time_s, step_s)
@@ -140,9 +140,8 @@ def track_frames(video: VideoReader, predictor, people: People) -> Iterator[tupl
 def video_summary(path: str, video: VideoReader, people: People) -> dict[str, Any]:
     """A video's facts and its people (after reading it): the ``"videos"`` items of ``--json``
     and ``--summary``, and ``POST /predict/video``'s ``"summary"``."""
-    fps = video.fps if video.fps > 0 else ASSUMED_FPS
     return {"path": str(path), "frames": video.frames, "fps": round(video.fps, 3),
-            "duration_s": round(video.frames / fps, 3), "every": video.every, "smooth_s": people.smooth_s,
+            "duration_s": round(video.frames / video.rate, 3), "every": video.every, "smooth_s": people.smooth_s,
             "people": people.summary()}
 
 

@@ -15,18 +15,6 @@ import numpy as np
 Box = tuple[float, float, float, float]  # x, y, w, h
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every (x, y, w, h) box in ``a`` with every one in ``b``."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    ax0, ay0, ax1, ay1 = a[:, 0, None], a[:, 1, None], (a[:, 0] + a[:, 2])[:, None], (a[:, 1] + a[:, 3])[:, None]
-    bx0, by0, bx1, by1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * \
-        np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
-    union = a[:, 2, None] * a[:, 3, None] + b[:, 2] * b[:, 3] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 def nearness(predicted: np.ndarray, missing_s: np.ndarray, found: np.ndarray, reach: float,
              reach_per_s: float) -> np.ndarray:
     """1 where a found box sits on a track's prediction, falling to 0 at a centre distance of

@@ -37,15 +37,23 @@ class Frame:
 ASSUMED_FPS = 25.0  # frame times when the container does not say its frame rate
 
 
+class VideoTooLong(EmorecError):
+    """A video over the length its reader was allowed (servers and the app bound their work)."""
+
+
 class VideoReader:
     """Frames of a video; only every ``every``-th is decoded unless ``decode_all`` (an annotated
     output video needs all of them). ``fps`` is known once opened, ``frames`` (frames in the
-    file) once read to the end."""
+    file) once read to the end. ``name`` is what messages call the file (an upload's name, not
+    its temporary copy's); ``max_seconds`` refuses a longer video, by its header when opened and
+    by its frames as they come (a header may say less)."""
 
-    def __init__(self, path: str | os.PathLike, every: int = 1, decode_all: bool = False):
+    def __init__(self, path: str | os.PathLike, every: int = 1, decode_all: bool = False, *,
+                 name: str | None = None, max_seconds: float | None = None):
         if every < 1:
             raise EmorecError(f"--every must be at least 1, got {every}")
         self.path, self.every, self.decode_all = path, every, decode_all
+        self.name, self.max_seconds = str(path) if name is None else name, max_seconds
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # "could not find decoder": said below
         try:
@@ -53,28 +61,40 @@ class VideoReader:
         finally:
             cv2.utils.logging.setLogLevel(level)
         if not self._cap.isOpened():
-            raise EmorecError(f"{path}: cannot open as a video")
+            raise EmorecError(f"{self.name}: cannot open as a video")
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
         self.claimed_frames = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))  # the header's word
         self.size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self.frames = 0
+        if max_seconds is not None and self.claimed_frames / self.rate > max_seconds:
+            self._cap.release()
+            raise VideoTooLong(f"{self.name}: clip too long ({self.claimed_frames / self.rate:.1f} s; "
+                               f"the limit is {max_seconds:g} s)")
+
+    @property
+    def rate(self) -> float:
+        """Frames per second as frame times are counted (ASSUMED_FPS when the file does not say)."""
+        return self.fps if self.fps > 0 else ASSUMED_FPS
 
     def __iter__(self) -> Iterator[Frame]:
-        cap, index, rate = self._cap, 0, self.fps if self.fps > 0 else ASSUMED_FPS
+        cap, index, rate = self._cap, 0, self.rate
+        last = None if self.max_seconds is None else self.max_seconds * rate
         try:
             while cap.grab():  # grab() skips decoding: cheap for frames we do not analyse
+                if last is not None and index >= last:
+                    raise VideoTooLong(f"{self.name}: clip too long (over the {self.max_seconds:g} s limit)")
                 keep = index % self.every == 0
                 if keep or self.decode_all:
                     ok, bgr = cap.retrieve()
                     if not ok:
-                        raise EmorecError(f"{self.path}: cannot decode frame {index}")
+                        raise EmorecError(f"{self.name}: cannot decode frame {index}")
                     yield Frame(index, index / rate, self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), keep)
                 index += 1
                 self.frames = index
         finally:
             cap.release()
         if index == 0:
-            raise EmorecError(f"{self.path}: no frames could be read (unsupported codec or not a video)")
+            raise EmorecError(f"{self.name}: no frames could be read (unsupported codec or not a video)")
 
 
 def read_frames(path: str | os.PathLike, every: int = 1, decode_all: bool = False) -> Iterator[Frame]:
