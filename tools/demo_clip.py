@@ -12,6 +12,7 @@ from pathlib import Path
 
 from emorec.app.video_page import Mp4Writer
 from emorec.detect import make_detector
+from emorec.files import atomic_path
 from emorec.imageio import read_image
 from emorec.inference import clips
 
@@ -31,7 +32,7 @@ def main() -> int:
               clips.Actor(1, (320, 170), (330, 170), swaps=sad)]
     # H.264 at high quality (PyAV, of the app extra): MPEG-4 part 2, OpenCV's own, blurs faces
     # enough to change what the model reads on them
-    with Mp4Writer(Path(args.out), FPS, crf=18) as out:
+    with atomic_path(args.out, "demo clip") as tmp, Mp4Writer(tmp, FPS, crf=18) as out:
         for frame, _ in clips.clip_frames(faces, actors, n):
             out.write(frame)
     print(f"wrote {args.out}: {SECONDS} s, {n} frames")
